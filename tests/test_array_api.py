@@ -1,0 +1,71 @@
+"""The array layer is backend-neutral: array_api_strict and torch give NumPy's results."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import dali_mixup as dm
+from dali_mixup import kmixup as km, zeta as zm
+
+from conftest import clustered
+
+xps = pytest.importorskip("array_api_strict")
+
+
+def _np(a):
+    if hasattr(a, "detach"):
+        return a.detach().cpu().numpy()
+    return np.from_dlpack(a)
+
+
+def _backends():
+    import torch
+
+    return {
+        "array_api_strict": (lambda a: xps.asarray(a), xps),
+        "torch": (lambda a: torch.from_numpy(np.ascontiguousarray(a)), torch),
+    }
+
+
+@pytest.mark.parametrize("backend", ["array_api_strict", "torch"])
+@pytest.mark.parametrize("pairing", ["disjoint", "permutation"])
+@pytest.mark.parametrize("lam_mode", ["batch", "block", "sample"])
+def test_k_mixup_same_draws_same_result(backend, pairing, lam_mode, rng):
+    conv, _ = _backends()[backend]
+    B = 37
+    x, _ = clustered(rng, B, 27)
+    x = x.reshape(B, 3, 3, 3)
+    y = rng.integers(0, 6, size=B)
+    d = km.draw(rng, B, 0.7)
+    ref = dm.k_mixup(x, y, k=6, num_classes=6, pairing=pairing, lam_mode=lam_mode, draws=d)
+    got = dm.k_mixup(conv(x), conv(y), k=6, num_classes=6, pairing=pairing, lam_mode=lam_mode, draws=d)
+    np.testing.assert_array_equal(_np(got.partner), ref.partner)
+    np.testing.assert_array_equal(_np(got.lam), ref.lam)
+    np.testing.assert_allclose(_np(got.images), ref.images, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(_np(got.labels), ref.labels, atol=1e-7)
+    assert got.k == ref.k == 6
+
+
+@pytest.mark.parametrize("backend", ["array_api_strict", "torch"])
+@pytest.mark.parametrize("T,method", [(None, "matmul"), (4, "gather"), (4, "matmul")])
+def test_zeta_mixup_same_draws_same_result(backend, T, method, rng):
+    conv, _ = _backends()[backend]
+    B = 20
+    x = rng.integers(0, 256, size=(B, 4, 4, 3)).astype(np.uint8)
+    y = rng.dirichlet(np.ones(4), size=B).astype(np.float32)
+    d = zm.draw(rng, B)
+    ref = dm.zeta_mixup(x, y, T=T, gamma=(2.0, 3.5), draws=d, method=method, dtype="uint8")
+    got = dm.zeta_mixup(conv(x), conv(y), T=T, gamma=(2.0, 3.5), draws=d, method=method, dtype="uint8")
+    np.testing.assert_array_equal(_np(got.index), ref.index)
+    np.testing.assert_array_equal(_np(got.weights), ref.weights)
+    assert np.max(np.abs(_np(got.images).astype(int) - ref.images.astype(int))) <= 1
+    np.testing.assert_allclose(_np(got.labels), ref.labels, atol=1e-6)
+
+
+def test_strict_namespace_errors_are_the_same(rng):
+    x = xps.asarray(rng.normal(size=(4, 3)).astype(np.float32))
+    with pytest.raises(ValueError, match=r"k_mixup: argument 'labels' expected class ids in \[0, 2\]"):
+        dm.k_mixup(x, xps.asarray(np.array([0, 1, 2, 3])), k=2, num_classes=3)
+    with pytest.raises(ValueError, match=r"argument 'images' expected dtype uint8, float16"):
+        dm.k_mixup(xps.asarray(np.ones((4, 3), np.int64)), xps.asarray(np.zeros(4, np.int64)),
+                   num_classes=1)
