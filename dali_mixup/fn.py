@@ -37,14 +37,21 @@ def _check_node(op: str, arg: str, node, DataNode) -> None:
                            type(node).__name__)
 
 
+def _source_op(node):
+    return getattr(getattr(node, "source", None), "_op", None)
+
+
+def _declared_dtype(node):
+    """The output dtype the node's operator was asked for, when the graph says (else None)."""
+    op = _source_op(node)
+    return (getattr(op, "_init_args", None) or {}).get("dtype") or getattr(op, "_dtype", None)
+
+
 def _check_label_source(op: str, labels, num_classes) -> None:
     """Readers produce integer labels: without num_classes that cannot work; say so now."""
     if num_classes is not None:
         return
-    try:
-        name = labels.source.spec.name
-    except AttributeError:
-        return
+    name = getattr(_source_op(labels), "schema_name", None) or ""
     if name.startswith("readers__"):
         raise _checks.fail(op, "num_classes", "an integer >= 1 when labels are class ids "
                            f"(these labels come from {name.replace('__', '.')})", None)
@@ -68,7 +75,21 @@ def _check_shapes(op: str, shapes) -> None:
 def _check_images_dtype(op: str, samples, arg: str = "images") -> None:
     if samples:
         xp = namespace_of(samples[0])
-        _checks.check_image_dtype(op, arg, dtype_name(xp, samples[0].dtype))
+        name = dtype_name(xp, samples[0].dtype)
+        _checks.check_image_dtype(op, arg, name)
+        if name == "float16" and arg == "images":
+            # DALI's arithmetic operators reject float16; the blend needs the graph to say so
+            raise _checks.fail(op, arg, "float16 images declared on their source (e.g. "
+                               "crop_mirror_normalize(dtype=types.FLOAT16)) or cast with "
+                               "fn.cast(images, dtype=types.FLOAT)", "float16 from an operator "
+                               "whose output dtype is not known when the graph is built")
+
+
+def _blend_input(images, types, dfn):
+    """DALI arithmetic has no float16: promote declared float16 images to float32."""
+    if _declared_dtype(images) == types.FLOAT16:
+        return dfn.cast(images, dtype=types.FLOAT), True
+    return images, False
 
 
 def _stack_labels(op: str, labels, n: int):
@@ -88,10 +109,10 @@ class _KMixupParams:
     Outputs: partner (int32 scalars), lam (float32 scalars), soft labels (float32 [C]).
     """
 
-    def __init__(self, op: str, opts: dict, source: str):
+    def __init__(self, op: str, opts: dict, source: str, float16_declared: bool = False):
         # source: "features" (host arrays to compute costs on), "costs" (rows from the GPU
         # operator) or "shapes" (k = 1 on GPU: nothing to compute a cost on)
-        self.op, self.opts, self.source = op, opts, source
+        self.op, self.opts, self.source, self.f16 = op, opts, source, float16_declared
 
     def __call__(self, feats, labels, u, lam, shapes):
         op, o = self.op, self.opts
@@ -103,7 +124,7 @@ class _KMixupParams:
                                 lam=np.asarray(lam, dtype=np.float64).reshape(-1))
         arg = "features" if o["has_features"] else "images"
         if self.source == "features":
-            _check_images_dtype(op, feats, arg)
+            _check_images_dtype(op, feats, "features" if o["has_features"] or self.f16 else "images")
         plan = _km.plan_blocks(draws.u, b, o["k"], o["pairing"])
         cols = None
         if plan.k > 1:
@@ -113,7 +134,7 @@ class _KMixupParams:
             else:
                 _checks.check_batch_shapes(op, arg, [tuple(f.shape) for f in feats])
                 x = flat_features(np.stack(feats), b, np, op, arg)
-                costs = _km.block_costs(x, plan.left, plan.right, metric=o["cost"], xp=np, op=op)
+                costs = _km.block_costs(x, plan.left, plan.right, metric=o["cost"], xp=np, op=op, arg=arg)
             cols = _km.solve_blocks(costs, plan.sizes)
         partner = _km.assemble(plan, cols, b)
         lam_out = _km.lambdas(plan, draws.lam, o["lam_mode"], partner)
@@ -144,7 +165,8 @@ class _KMixupCosts:
         rows = xp.zeros((b, kk), dtype=xp.float32)
         if plan.k > 1:
             x = flat_features(stack(feats, xp), b, xp, op)
-            cost = _km.block_costs(x, plan.left, plan.right, metric=o["cost"], xp=xp, op=op)
+            cost = _km.block_costs(x, plan.left, plan.right, metric=o["cost"], xp=xp, op=op,
+                                   arg="features" if o["has_features"] else "images")
             n = plan.left.size
             rows[:n] = xp.reshape(xp.astype(cost, xp.float32), (n, plan.k))
         return unstack(rows)
@@ -153,17 +175,22 @@ class _KMixupCosts:
 class _ZetaParams:
     """CPU python operator: partners, weights and soft labels.
 
-    Inputs: (labels, u, g, image shapes). Outputs: index (int32 [T]), weights (float32 [T]),
+    Inputs: (labels, u, g, images on CPU or their shapes). Outputs: index (int32 [T]), weights (float32 [T]),
     self weight w_1 (float32 scalar), soft labels (float32 [C]).
     """
 
-    def __init__(self, opts: dict):
-        self.opts = opts
+    def __init__(self, opts: dict, sees_images: bool, float16_declared: bool):
+        self.opts, self.sees_images, self.f16 = opts, sees_images, float16_declared
 
-    def __call__(self, labels, u, g, shapes):
+    def __call__(self, labels, u, g, images_or_shapes):
         o, op = self.opts, _zeta.OP
-        b = len(shapes)
-        _check_shapes(op, shapes)
+        b = len(images_or_shapes)
+        if self.sees_images:
+            if not self.f16:
+                _check_images_dtype(op, images_or_shapes)
+            _checks.check_batch_shapes(op, "images", [tuple(a.shape) for a in images_or_shapes])
+        else:
+            _check_shapes(op, images_or_shapes)
         y = soft_labels(_stack_labels(op, labels, b), b, num_classes=o["num_classes"],
                         label_smoothing=o["label_smoothing"], dtype=np.float32, xp=np, op=op)
         draws = _zeta.ZetaDraws(u=np.stack(u) if b else np.zeros((0, 0)),
@@ -249,6 +276,7 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
     lam_draw = dfn.random.beta(alpha=opts["alpha"], beta=opts["alpha"], **s[1])
     labels_cpu = labels.cpu() if labels.device == "gpu" else labels
     shapes = images.shape(device="cpu")
+    x, f16 = _blend_input(images, types, dfn)
     feats = features if features is not None else images
     if opts["k"] > 1 and feats.device == "gpu":
         rows = dfn.python_function(feats, u.gpu(), function=_KMixupCosts(_op, opts), device="gpu",
@@ -259,10 +287,10 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
     else:
         src, source = shapes, "shapes"
     partner, lam, soft = dfn.python_function(
-        src, labels_cpu, u, lam_draw, shapes, function=_KMixupParams(_op, opts, source),
+        src, labels_cpu, u, lam_draw, shapes, function=_KMixupParams(_op, opts, source, f16),
         batch_processing=True, num_outputs=3)
     lam_dev = lam.gpu() if images.device == "gpu" else lam
-    mixed = lam_dev * images + (1.0 - lam_dev) * dfn.permute_batch(images, indices=partner)
+    mixed = lam_dev * x + (1.0 - lam_dev) * dfn.permute_batch(x, indices=partner)
     out_labels = soft.gpu() if images.device == "gpu" else soft
     out = (_finish(_op, mixed, opts["dtype"], types, dfn), out_labels)
     return out + (partner, lam) if return_info else out
@@ -317,13 +345,14 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
     u = dfn.random.uniform(range=[0.0, 1.0], shape=[width], **s[0])
     g = dfn.random.uniform(range=[0.0, 1.0], dtype=types.FLOAT64, **s[1])
     labels_cpu = labels.cpu() if labels.device == "gpu" else labels
-    shapes = images.shape(device="cpu")
-    index, weights, w1, soft = dfn.python_function(
-        labels_cpu, u, g, shapes, function=_ZetaParams(opts), batch_processing=True, num_outputs=4)
     on_gpu = images.device == "gpu"
+    x, f16 = _blend_input(images, types, dfn)
+    index, weights, w1, soft = dfn.python_function(
+        labels_cpu, u, g, images.shape(device="cpu") if on_gpu else images, function=_ZetaParams(opts, not on_gpu, f16),
+        batch_processing=True, num_outputs=4)
     others = dfn.python_function(
-        images, index.gpu() if on_gpu else index, weights.gpu() if on_gpu else weights,
+        x, index.gpu() if on_gpu else index, weights.gpu() if on_gpu else weights,
         function=_ZetaOthers(opts), device=images.device, batch_processing=True, num_outputs=1)
-    mixed = (w1.gpu() if on_gpu else w1) * images + others
+    mixed = (w1.gpu() if on_gpu else w1) * x + others
     out = (_finish(op, mixed, opts["dtype"], types, dfn), soft.gpu() if on_gpu else soft)
     return out + (index, weights) if return_info else out

@@ -36,7 +36,7 @@ def as_batch(images, op: str, arg: str = "images"):
         raise fail(op, arg, "a batch with a leading batch dimension [B, ...]", "a 0-d array")
     name = dtype_name(xp, images.dtype)
     if name not in IMAGE_DTYPES:
-        raise fail(op, arg, "dtype " + ", ".join(IMAGE_DTYPES), f"dtype {name}")
+        raise fail(op, arg, "images of dtype " + ", ".join(IMAGE_DTYPES), f"dtype {name}")
     return xp, images, name
 
 

@@ -174,7 +174,7 @@ def blend(x, partner, lam, xp):
 
 
 def match(draws: KMixupDraws, batch_size: int, *, k: int, pairing: str, lam_mode: str,
-          cost: str, feats=None, xp=None, op: str = OP):
+          cost: str, feats=None, xp=None, op: str = OP, arg: str = "images"):
     """Steps 2-4: the plan, the optimal matching and the lambdas (host NumPy results).
 
     ``feats`` is the ``[B, D]`` float array the cost is computed on (None for k = 1, where
@@ -183,8 +183,7 @@ def match(draws: KMixupDraws, batch_size: int, *, k: int, pairing: str, lam_mode
     plan = plan_blocks(draws.u, batch_size, k, pairing)
     cols = None
     if plan.k > 1:
-        costs = block_costs(feats, plan.left, plan.right, metric=cost, xp=xp, op=op,
-                            arg="features" if feats is not None else "images")
+        costs = block_costs(feats, plan.left, plan.right, metric=cost, xp=xp, op=op, arg=arg)
         from ._backend import to_numpy
 
         cols = solve_blocks(to_numpy(costs), plan.sizes)
@@ -259,13 +258,12 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
                     dtype=wd, xp=xp, op=_op)
     if draws is None:
         draws = draw(rng if rng is not None else np.random.default_rng(), b, opts["alpha"])
+    arg = "features" if features is not None else "images"
+    feats = None
     if opts["k"] > 1:
-        feats = flat_features(features if features is not None else images, b, xp, _op,
-                              "features" if features is not None else "images")
-    else:
-        feats = None
-    plan, partner, lam = match(draws, b, k=opts["k"], pairing=opts["pairing"],
-                               lam_mode=opts["lam_mode"], cost=opts["cost"], feats=feats, xp=xp, op=_op)
+        feats = flat_features(features if features is not None else images, b, xp, _op, arg)
+    plan, partner, lam = match(draws, b, k=opts["k"], pairing=opts["pairing"], lam_mode=opts["lam_mode"],
+                               cost=opts["cost"], feats=feats, xp=xp, op=_op, arg=arg)
     device = getattr(images, "device", None)
     p = xp.asarray(partner, device=device)
     lam_x = xp.asarray(lam, dtype=wd, device=device)

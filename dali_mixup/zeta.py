@@ -74,7 +74,7 @@ def partners(u: np.ndarray, batch_size: int, T: int) -> np.ndarray:
 
 def resolve_T(T: int | None, batch_size: int) -> int:
     """T = None means the whole batch; a T larger than the batch is clamped to it."""
-    return batch_size if T is None else max(1, min(T, batch_size))
+    return max(1, batch_size if T is None else min(T, batch_size))
 
 
 def choose_method(T: int, batch_size: int) -> str:

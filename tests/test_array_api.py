@@ -66,6 +66,6 @@ def test_strict_namespace_errors_are_the_same(rng):
     x = xps.asarray(rng.normal(size=(4, 3)).astype(np.float32))
     with pytest.raises(ValueError, match=r"k_mixup: argument 'labels' expected class ids in \[0, 2\]"):
         dm.k_mixup(x, xps.asarray(np.array([0, 1, 2, 3])), k=2, num_classes=3)
-    with pytest.raises(ValueError, match=r"argument 'images' expected dtype uint8, float16"):
+    with pytest.raises(ValueError, match=r"argument 'images' expected images of dtype uint8, float16"):
         dm.k_mixup(xps.asarray(np.ones((4, 3), np.int64)), xps.asarray(np.zeros(4, np.int64)),
                    num_classes=1)
