@@ -1,0 +1,12 @@
+"""A short soak: resident memory stays flat over many pipeline iterations (full run: README)."""
+import pytest
+
+pytest.importorskip("nvidia.dali")
+
+from dali_mixup.soak import soak  # noqa: E402
+
+
+@pytest.mark.parametrize("op", ["mixup", "k_mixup", "zeta_mixup"])
+def test_memory_stays_flat(op):
+    r = soak(op, 600, batch_size=32, shape=(16, 16, 3), warmup=150)
+    assert r["growth_pct"] < 5, r
