@@ -13,8 +13,9 @@ DALI layer (inside ``@pipeline_def``)::
 """
 from .kmixup import KMixupDraws, MixupResult, k_mixup, mixup
 from .zeta import ZetaDraws, ZetaResult, zeta_mixup, zeta_weights
+from .cutmix import MixDraws, MixResult, cutmix, mix
 from ._checks import GAMMA_MIN
 
-__all__ = ["k_mixup", "mixup", "zeta_mixup", "zeta_weights", "MixupResult", "ZetaResult",
-           "KMixupDraws", "ZetaDraws", "GAMMA_MIN"]
+__all__ = ["k_mixup", "mixup", "zeta_mixup", "cutmix", "mix", "zeta_weights", "MixupResult",
+           "ZetaResult", "MixResult", "KMixupDraws", "ZetaDraws", "MixDraws", "GAMMA_MIN"]
 __version__ = "0.1.0"

@@ -49,6 +49,12 @@ def check_positive(op: str, arg: str, v: Any) -> float:
     return float(v)
 
 
+def check_prob(op: str, arg: str, v: Any) -> float:
+    if not _is_number(v) or not (0.0 <= v <= 1.0):
+        raise fail(op, arg, "a probability in [0, 1]", v)
+    return float(v)
+
+
 def check_choice(op: str, arg: str, v: Any, choices: Sequence[Any]):
     if v not in choices:
         raise fail(op, arg, "one of " + ", ".join(repr(c) for c in choices), v)

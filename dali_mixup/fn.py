@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks, kmixup as _km, zeta as _zeta
+from . import _checks, cutmix as _cm, kmixup as _km, zeta as _zeta
 from ._backend import namespace_of, stack, to_numpy, unstack
 from .images import dtype_name, flat_features
 from .labels import soft_labels
@@ -102,44 +102,83 @@ def _stack_labels(op: str, labels, n: int):
 # ----------------------------------------------------------------------------- python operators
 
 
-class _KMixupParams:
-    """CPU python operator: plan, match, lambdas and soft labels for one batch.
+class _PairParams:
+    """CPU python operator: pairing (random or optimal transport), coins, lambdas and soft labels.
 
-    Inputs: (features or cost rows, labels, u, lam draws, image shapes).
-    Outputs: partner (int32 scalars), lam (float32 scalars), soft labels (float32 [C]).
+    Inputs: (features / cost rows / shapes, labels, image shapes, layout, *draws) where draws
+    are ``(u, lam[, coin])`` for k-mixup and ``(u, lam, lam_cut, box, coin)`` for mix/CutMix.
+
+    Outputs for k-mixup: partner (int32), lam (float32), dominant (int32), soft labels.
+    Outputs for mix: partner, lam, share (the partner's pixel share, broadcastable against the
+    sample: ``(1, 1, 1)`` for mixup rows, the box mask for CutMix rows), dominant share (0/1,
+    same shape), soft labels.
     """
 
-    def __init__(self, op: str, opts: dict, source: str, float16_declared: bool = False):
+    def __init__(self, op: str, opts: dict, source: str, kind: str, float16_declared: bool = False):
         # source: "features" (host arrays to compute costs on), "costs" (rows from the GPU
         # operator) or "shapes" (k = 1 on GPU: nothing to compute a cost on)
-        self.op, self.opts, self.source, self.f16 = op, opts, source, float16_declared
+        self.op, self.opts, self.source, self.kind, self.f16 = op, opts, source, kind, float16_declared
 
-    def __call__(self, feats, labels, u, lam, shapes):
+    def _costs(self, feats, bp, b):
+        op, o = self.op, self.opts
+        arg = "features" if o["has_features"] else "images"
+        if self.source == "costs":  # rows from _KMixupCosts: row b*k + r is cost[b, r, :]
+            return np.stack(feats)[: bp.left.size].reshape(bp.left.shape + (bp.k,))
+        _checks.check_batch_shapes(op, arg, [tuple(f.shape) for f in feats])
+        x = flat_features(np.stack(feats), b, np, op, arg)
+        return _km.block_costs(x, bp.left, bp.right, metric=o["cost"], xp=np, op=op, arg=arg)
+
+    def __call__(self, feats, labels, shapes, layout, u, *draws):
         op, o = self.op, self.opts
         b = len(shapes)
         _check_shapes(op, shapes)
-        y = soft_labels(_stack_labels(op, labels, b), b, num_classes=o["num_classes"],
-                        label_smoothing=o["label_smoothing"], dtype=np.float32, xp=np, op=op)
-        draws = _km.KMixupDraws(u=np.stack(u) if b else np.zeros((0, 2)),
-                                lam=np.asarray(lam, dtype=np.float64).reshape(-1))
-        arg = "features" if o["has_features"] else "images"
         if self.source == "features":
             _check_images_dtype(op, feats, "features" if o["has_features"] or self.f16 else "images")
-        plan = _km.plan_blocks(draws.u, b, o["k"], o["pairing"])
-        cols = None
-        if plan.k > 1:
-            if self.source == "costs":  # rows from _KMixupCosts: row b*k + r is cost[b, r, :]
-                rows = np.stack(feats)
-                costs = rows[: plan.left.size].reshape(plan.left.shape + (plan.k,))
+        y = soft_labels(_stack_labels(op, labels, b), b, num_classes=o["num_classes"],
+                        label_smoothing=o["label_smoothing"], dtype=np.float32, xp=np, op=op)
+        u = np.stack(u) if b else np.zeros((0, 2))
+        flat = [np.asarray(d, dtype=np.float64).reshape(b, -1) if b else None for d in draws]
+        bp = _km.plan_blocks(u, b, o["k"], o["pairing"])
+        costs = self._costs(feats, bp, b) if bp.k > 1 else None
+        if self.kind == "kmixup":
+            d = _km.KMixupDraws(u=u, lam=flat[0].reshape(-1) if b else np.zeros(0),
+                                coin=flat[1].reshape(-1) if len(flat) > 1 and b else None)
+            cols = _km.solve_blocks(costs, bp.sizes) if costs is not None else None
+            partner = _km.assemble(bp, cols, b)
+            lam = _km.lambdas(bp, d.lam, o["lam_mode"], partner)
+            partner, lam = _km.apply_prob(partner, lam, d.coin, _km.representatives(bp, o["lam_mode"], b),
+                                          o["prob"])
+            y_mixed = _km.blend(y, partner, lam.astype(np.float32), np)
+            return (_scalars(partner, np.int32), _scalars(lam, np.float32),
+                    _scalars(_km.dominant(partner, lam), np.int32), unstack(y_mixed))
+        lay = bytes(layout[0]).decode() if b else ""
+        ndim = len(tuple(shapes[0])) if b else 0
+        if b and not lay:
+            raise _checks.fail(op, "images", "images with a layout (set layout= on their source, "
+                               "e.g. 'HWC'), to find H and W for CutMix", "no layout")
+        ah, aw = _cm.spatial_axes(lay, ndim, op) if b else (0, 1)
+        hw = (int(shapes[0][ah]), int(shapes[0][aw])) if b else (1, 1)
+        md = _cm.MixDraws(u=u, lam=flat[0], lam_cut=flat[1], box=flat[2], coin=flat[3]) if b else \
+            _cm.MixDraws(*(np.zeros((0, 2)),) * 5)
+        p = _cm.plan(md, b, hw, k=o["k"], pairing=o["pairing"], cost=o["cost"], lam_mode=o["lam_mode"],
+                     prob=o["prob"], switch_prob=o["switch_prob"], mixup_alpha=o["mixup_alpha"],
+                     cutmix_alpha=o["cutmix_alpha"], correct_lam=o["correct_lam"], costs=costs, op=op)
+        y_mixed = _km.blend(y, p.partner, p.lam.astype(np.float32), np)
+        share, dom = [], []
+        one = [1] * ndim
+        for i in range(b):
+            if p.cut[i]:
+                shape = list(one)
+                shape[ah], shape[aw] = hw
+                m = np.zeros(hw, np.float32)
+                y1, y2, x1, x2 = p.boxes[i]
+                m[y1:y2, x1:x2] = 1.0
+                share.append(m.reshape(shape))
+                dom.append(m.reshape(shape))
             else:
-                _checks.check_batch_shapes(op, arg, [tuple(f.shape) for f in feats])
-                x = flat_features(np.stack(feats), b, np, op, arg)
-                costs = _km.block_costs(x, plan.left, plan.right, metric=o["cost"], xp=np, op=op, arg=arg)
-            cols = _km.solve_blocks(costs, plan.sizes)
-        partner = _km.assemble(plan, cols, b)
-        lam_out = _km.lambdas(plan, draws.lam, o["lam_mode"], partner)
-        y_mixed = _km.blend(y, partner, lam_out.astype(np.float32), np)
-        return (_scalars(partner, np.int32), _scalars(lam_out, np.float32), unstack(y_mixed))
+                share.append(np.full(one, p.share[i], np.float32))
+                dom.append(np.full(one, float(p.share[i] > 0.5), np.float32))
+        return (_scalars(p.partner, np.int32), _scalars(p.lam, np.float32), share, dom, unstack(y_mixed))
 
 
 class _KMixupCosts:
@@ -175,14 +214,14 @@ class _KMixupCosts:
 class _ZetaParams:
     """CPU python operator: partners, weights and soft labels.
 
-    Inputs: (labels, u, g, images on CPU or their shapes). Outputs: index (int32 [T]), weights (float32 [T]),
+    Inputs: (labels, images on CPU or their shapes, u, g[, coin]). Outputs: index (int32 [T]), weights (float32 [T]),
     self weight w_1 (float32 scalar), soft labels (float32 [C]).
     """
 
     def __init__(self, opts: dict, sees_images: bool, float16_declared: bool):
         self.opts, self.sees_images, self.f16 = opts, sees_images, float16_declared
 
-    def __call__(self, labels, u, g, images_or_shapes):
+    def __call__(self, labels, images_or_shapes, u, g, *coin):
         o, op = self.opts, _zeta.OP
         b = len(images_or_shapes)
         if self.sees_images:
@@ -194,8 +233,9 @@ class _ZetaParams:
         y = soft_labels(_stack_labels(op, labels, b), b, num_classes=o["num_classes"],
                         label_smoothing=o["label_smoothing"], dtype=np.float32, xp=np, op=op)
         draws = _zeta.ZetaDraws(u=np.stack(u) if b else np.zeros((0, 0)),
-                                g=np.asarray(g, dtype=np.float64).reshape(-1))
-        index, weights, _ = _zeta.plan(draws, b, o["T"], o["gamma"])
+                                g=np.asarray(g, dtype=np.float64).reshape(-1),
+                                coin=np.asarray(coin[0], dtype=np.float64).reshape(-1) if coin else None)
+        index, weights, _ = _zeta.plan(draws, b, o["T"], o["gamma"], o["prob"])
         w32 = weights.astype(np.float32)
         y_mixed = w32[0] * y + _zeta.mix_others(y, index, w32, np, "matmul")
         return (unstack(index.astype(np.int32)), unstack(np.broadcast_to(w32, index.shape).copy()),
@@ -225,22 +265,52 @@ class _ZetaOthers:
 # ----------------------------------------------------------------------------- public operators
 
 
-def _finish(op, mixed, dtype, types, dfn):
+def _finish(mixed, dtype, types, dfn):
     if dtype is None or dtype == "float32":
         return mixed
     target = {"float16": types.FLOAT16, "float64": types.FLOAT64, "uint8": types.UINT8}[dtype]
     return dfn.cast(mixed, dtype=target)
 
 
+def _check_nodes(op: str, DataNode, images, labels, features, extra, masks) -> tuple:
+    _check_node(op, "images", images, DataNode)
+    _check_node(op, "labels", labels, DataNode)
+    if features is not None:
+        _check_node(op, "features", features, DataNode)
+    for arg, nodes in (("extra", extra), ("masks", masks)):
+        if not isinstance(nodes, (list, tuple)):
+            raise _checks.fail(op, arg, "a list or tuple of DataNodes", type(nodes).__name__)
+        for j, n in enumerate(nodes):
+            _check_node(op, f"{arg}[{j}]", n, DataNode)
+    return tuple(extra), tuple(masks)
+
+
+def _pair_source(op, opts, images, features, u, dfn):
+    """Where the pairing cost comes from: host features, GPU cost rows, or nothing (k = 1)."""
+    feats = features if features is not None else images
+    if opts["k"] > 1 and feats.device == "gpu":
+        rows = dfn.python_function(feats, u.gpu(), function=_KMixupCosts(op, opts), device="gpu",
+                                   batch_processing=True, num_outputs=1)
+        return rows.cpu(), "costs"
+    if feats.device == "cpu":
+        return feats, "features"
+    return images.shape(device="cpu"), "shapes"
+
+
+def _on(node, like):
+    return node.gpu() if like.device == "gpu" else node
+
+
 def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int | None = None,
             cost: str = "sqeuclidean", pairing: str = "disjoint", lam_mode: str = "batch",
             label_smoothing: float = 0.0, features=None, dtype: str | None = None,
-            return_info: bool = False, seed: int | None = None, _op: str = "k_mixup"):
+            prob: float = 1.0, extra=(), masks=(), return_info: bool = False,
+            seed: int | None = None, _op: str = "k_mixup"):
     """k-mixup inside a DALI pipeline (Greenewald et al., TMLR 2023).
 
     Args:
         images: DataNode, a batch of one shape per batch (any layout), on CPU or GPU;
-            uint8, float16, float32 or float64.
+            uint8, float16 (declared on its source), float32 or float64.
         labels: DataNode (CPU or GPU) of class ids (scalar or shape (1,)) with ``num_classes``,
             or float label vectors of length C.
         k: block size of the optimal-transport matching; clamped to what the batch allows.
@@ -254,64 +324,135 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
         features: optional DataNode the cost is computed on (e.g. a downsampled image).
         dtype: output images: None/"float32" (float64 stays float64), "float16", or
             "uint8" for uint8 images.
+        prob: probability that a lam group (batch, block or sample) is mixed at all.
+        extra: DataNodes blended with the same partners and weights (float results).
+        masks: integer DataNodes (segmentation maps): each output takes its dominant
+            sample's map (the one with weight >= 0.5).
         return_info: also return ``partner`` (int32) and ``lam`` (float32) per sample.
-        seed: seed of this operator's random draws (default: derived from the pipeline seed).
+        seed: seed of this operator's random draws (seed, seed + 1, seed + 2; default:
+            derived from the pipeline seed).
 
     Returns:
-        ``(images, labels)``, or ``(images, labels, partner, lam)`` with ``return_info``.
+        ``(images, labels, *extra, *masks)``, then ``(partner, lam)`` with ``return_info``.
         Images keep their layout and device; labels are float32 ``[C]`` per sample, on the
         images' device.
     """
     dfn, types, DataNode, _ = _dali()
     opts = _km.validate(k=k, alpha=alpha, num_classes=num_classes, cost=cost, pairing=pairing,
-                        lam_mode=lam_mode, label_smoothing=label_smoothing, dtype=dtype, op=_op)
-    _check_node(_op, "images", images, DataNode)
-    _check_node(_op, "labels", labels, DataNode)
-    if features is not None:
-        _check_node(_op, "features", features, DataNode)
+                        lam_mode=lam_mode, label_smoothing=label_smoothing, dtype=dtype, prob=prob, op=_op)
+    extra, masks = _check_nodes(_op, DataNode, images, labels, features, extra, masks)
     _check_label_source(_op, labels, opts["num_classes"])
     opts["has_features"] = features is not None
-    s = _seeds(seed, 2)
+    s = _seeds(seed, 3)
     u = dfn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, **s[0])
-    lam_draw = dfn.random.beta(alpha=opts["alpha"], beta=opts["alpha"], **s[1])
-    labels_cpu = labels.cpu() if labels.device == "gpu" else labels
-    shapes = images.shape(device="cpu")
+    draws = [dfn.random.beta(alpha=opts["alpha"], beta=opts["alpha"], **s[1])]
+    if opts["prob"] < 1.0:
+        draws.append(dfn.random.uniform(range=[0.0, 1.0], dtype=types.FLOAT64, **s[2]))
     x, f16 = _blend_input(images, types, dfn)
-    feats = features if features is not None else images
-    if opts["k"] > 1 and feats.device == "gpu":
-        rows = dfn.python_function(feats, u.gpu(), function=_KMixupCosts(_op, opts), device="gpu",
-                                   batch_processing=True, num_outputs=1)
-        src, source = rows.cpu(), "costs"
-    elif feats.device == "cpu":
-        src, source = feats, "features"
-    else:
-        src, source = shapes, "shapes"
-    partner, lam, soft = dfn.python_function(
-        src, labels_cpu, u, lam_draw, shapes, function=_KMixupParams(_op, opts, source, f16),
-        batch_processing=True, num_outputs=3)
-    lam_dev = lam.gpu() if images.device == "gpu" else lam
-    mixed = lam_dev * x + (1.0 - lam_dev) * dfn.permute_batch(x, indices=partner)
-    out_labels = soft.gpu() if images.device == "gpu" else soft
-    out = (_finish(_op, mixed, opts["dtype"], types, dfn), out_labels)
+    src, source = _pair_source(_op, opts, images, features, u, dfn)
+    partner, lam, dom, soft = dfn.python_function(
+        src, labels.cpu() if labels.device == "gpu" else labels, images.shape(device="cpu"),
+        images.shape(device="cpu"), u, *draws, function=_PairParams(_op, opts, source, "kmixup", f16),
+        batch_processing=True, num_outputs=4)
+    lam_d = _on(lam, images)
+
+    def blend(a):
+        return lam_d * a + (1.0 - lam_d) * dfn.permute_batch(a, indices=partner)
+
+    out = (_finish(blend(x), opts["dtype"], types, dfn), _on(soft, images))
+    out += tuple(blend(e) for e in extra) + tuple(dfn.permute_batch(m, indices=dom) for m in masks)
     return out + (partner, lam) if return_info else out
 
 
 def mixup(images, labels, *, alpha: float = 1.0, num_classes: int | None = None,
           lam_mode: str = "batch", label_smoothing: float = 0.0, dtype: str | None = None,
-          return_info: bool = False, seed: int | None = None):
+          prob: float = 1.0, extra=(), masks=(), return_info: bool = False, seed: int | None = None):
     """Standard mixup inside a DALI pipeline: :func:`k_mixup` with k = 1 (random disjoint pairs).
 
     Arguments and outputs as for :func:`k_mixup`.
     """
     return k_mixup(images, labels, k=1, alpha=alpha, num_classes=num_classes, lam_mode=lam_mode,
-                   label_smoothing=label_smoothing, dtype=dtype, return_info=return_info,
-                   seed=seed, _op="mixup")
+                   label_smoothing=label_smoothing, dtype=dtype, prob=prob, extra=extra, masks=masks,
+                   return_info=return_info, seed=seed, _op="mixup")
+
+
+def mix(images, labels, *, mixup_alpha: float = 1.0, cutmix_alpha: float = 1.0, prob: float = 1.0,
+        switch_prob: float = 0.5, k: int = 1, cost: str = "sqeuclidean", pairing: str = "disjoint",
+        lam_mode: str = "batch", correct_lam: bool = True, num_classes: int | None = None,
+        label_smoothing: float = 0.0, features=None, dtype: str | None = None, extra=(), masks=(),
+        return_info: bool = False, seed: int | None = None, _op: str = "mix"):
+    """mixup or CutMix per lam group inside a DALI pipeline, as timm's ``Mixup``.
+
+    The images must carry a layout with H and W (e.g. ``"HWC"`` from the decoders, ``"CHW"``
+    from ``crop_mirror_normalize``): CutMix boxes are cut in H and W.
+
+    Args:
+        images, labels, num_classes, label_smoothing, dtype, features, return_info, seed:
+            as for :func:`k_mixup` (draws use seed .. seed + 4).
+        mixup_alpha, cutmix_alpha: Beta parameters; 0 disables that method.
+        prob: probability that a lam group is mixed at all (applied once, never twice).
+        switch_prob: probability of CutMix instead of mixup when both alphas are > 0.
+        k, cost, pairing: partners from k-mixup's optimal-transport matching (k > 1) or random
+            disjoint pairs (k = 1).
+        lam_mode: ``"batch"``, ``"block"`` or ``"sample"``: what shares lam, box and coins.
+        correct_lam: label weight from the clipped box area (timm's default).
+        extra: DataNodes with the images' layout, mixed with the same partners, boxes, weights.
+        masks: integer DataNodes with the images' layout and dims (e.g. HW1 for HWC): each pixel
+            takes the value of its dominant source.
+
+    Returns:
+        ``(images, labels, *extra, *masks)``, then ``(partner, lam)`` with ``return_info``.
+    """
+    dfn, types, DataNode, _ = _dali()
+    opts = _cm.validate(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=prob,
+                        switch_prob=switch_prob, k=k, cost=cost, pairing=pairing, lam_mode=lam_mode,
+                        correct_lam=correct_lam, num_classes=num_classes,
+                        label_smoothing=label_smoothing, dtype=dtype, op=_op)
+    extra, masks = _check_nodes(_op, DataNode, images, labels, features, extra, masks)
+    _check_label_source(_op, labels, opts["num_classes"])
+    opts["has_features"] = features is not None
+    s = _seeds(seed, 5)
+    u = dfn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, **s[0])
+    a_m, a_c = opts["mixup_alpha"] or 1.0, opts["cutmix_alpha"] or 1.0
+    draws = [dfn.random.beta(alpha=a_m, beta=a_m, **s[1]), dfn.random.beta(alpha=a_c, beta=a_c, **s[2]),
+             dfn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, **s[3]),
+             dfn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, **s[4])]
+    x, f16 = _blend_input(images, types, dfn)
+    src, source = _pair_source(_op, opts, images, features, u, dfn)
+    partner, lam, share, dom, soft = dfn.python_function(
+        src, labels.cpu() if labels.device == "gpu" else labels, images.shape(device="cpu"),
+        images.property("layout", device="cpu"), u, *draws,
+        function=_PairParams(_op, opts, source, "mix", f16), batch_processing=True, num_outputs=5)
+    share_d, dom_d = _on(share, images), _on(dom, images)
+
+    def paste(a, m):
+        return a * (1.0 - m) + dfn.permute_batch(a, indices=partner) * m
+
+    out = (_finish(paste(x, share_d), opts["dtype"], types, dfn), _on(soft, images))
+    out += tuple(paste(e, share_d) for e in extra)
+    out += tuple(dfn.cast_like(paste(m, dom_d), m) for m in masks)
+    return out + (partner, lam) if return_info else out
+
+
+def cutmix(images, labels, *, alpha: float = 1.0, prob: float = 1.0, k: int = 1,
+           cost: str = "sqeuclidean", pairing: str = "disjoint", lam_mode: str = "batch",
+           correct_lam: bool = True, num_classes: int | None = None, label_smoothing: float = 0.0,
+           features=None, dtype: str | None = None, extra=(), masks=(), return_info: bool = False,
+           seed: int | None = None):
+    """CutMix (Yun et al. 2019) inside a DALI pipeline; with k > 1 partners come from OT.
+
+    Arguments and outputs as for :func:`mix` (``alpha`` is the CutMix Beta parameter).
+    """
+    return mix(images, labels, mixup_alpha=0.0, cutmix_alpha=alpha, prob=prob, k=k, cost=cost,
+               pairing=pairing, lam_mode=lam_mode, correct_lam=correct_lam, num_classes=num_classes,
+               label_smoothing=label_smoothing, features=features, dtype=dtype, extra=extra,
+               masks=masks, return_info=return_info, seed=seed, _op="cutmix")
 
 
 def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: int | None = None,
                num_classes: int | None = None, label_smoothing: float = 0.0,
-               dtype: str | None = None, method: str | None = None, return_info: bool = False,
-               seed: int | None = None):
+               dtype: str | None = None, method: str | None = None, prob: float = 1.0,
+               extra=(), masks=(), return_info: bool = False, seed: int | None = None):
     """zeta-mixup inside a DALI pipeline (Abhishek et al., Eq. 5-6).
 
     Args:
@@ -323,36 +464,43 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
         label_smoothing: applied to one-hot labels before mixing (default 0).
         dtype: output images, as for :func:`k_mixup`.
         method: ``"gather"`` or ``"matmul"`` for the mix; None picks by T and B.
+        prob: probability that the batch is mixed at all.
+        extra: DataNodes mixed with the same index and weights.
+        masks: integer DataNodes; each output keeps its own (the sample itself dominates).
         return_info: also return ``index`` (int32 ``[T]``, entry 0 the sample itself) and
             ``weights`` (float32 ``[T]``) per sample.
-        seed: seed of this operator's random draws (default: derived from the pipeline seed).
+        seed: seed of this operator's random draws (seed .. seed + 2; default: derived from
+            the pipeline seed).
 
     Returns:
-        ``(images, labels)`` or ``(images, labels, index, weights)``.
+        ``(images, labels, *extra, *masks)``, then ``(index, weights)`` with ``return_info``.
     """
     dfn, types, DataNode, Pipeline = _dali()
     op = _zeta.OP
     opts = _zeta.validate(gamma=gamma, T=T, num_classes=num_classes,
-                          label_smoothing=label_smoothing, dtype=dtype)
+                          label_smoothing=label_smoothing, dtype=dtype, prob=prob)
     if method not in (None, "gather", "matmul"):
         raise _checks.fail(op, "method", "None, 'gather' or 'matmul'", method)
     opts["method"] = method
-    _check_node(op, "images", images, DataNode)
-    _check_node(op, "labels", labels, DataNode)
+    extra, masks = _check_nodes(op, DataNode, images, labels, None, extra, masks)
     _check_label_source(op, labels, opts["num_classes"])
-    s = _seeds(seed, 2)
+    s = _seeds(seed, 3)
     width = Pipeline.current().max_batch_size
     u = dfn.random.uniform(range=[0.0, 1.0], shape=[width], **s[0])
-    g = dfn.random.uniform(range=[0.0, 1.0], dtype=types.FLOAT64, **s[1])
-    labels_cpu = labels.cpu() if labels.device == "gpu" else labels
+    draws = [dfn.random.uniform(range=[0.0, 1.0], dtype=types.FLOAT64, **s[1])]
+    if opts["prob"] < 1.0:
+        draws.append(dfn.random.uniform(range=[0.0, 1.0], dtype=types.FLOAT64, **s[2]))
     on_gpu = images.device == "gpu"
     x, f16 = _blend_input(images, types, dfn)
     index, weights, w1, soft = dfn.python_function(
-        labels_cpu, u, g, images.shape(device="cpu") if on_gpu else images, function=_ZetaParams(opts, not on_gpu, f16),
-        batch_processing=True, num_outputs=4)
-    others = dfn.python_function(
-        x, index.gpu() if on_gpu else index, weights.gpu() if on_gpu else weights,
-        function=_ZetaOthers(opts), device=images.device, batch_processing=True, num_outputs=1)
-    mixed = (w1.gpu() if on_gpu else w1) * x + others
-    out = (_finish(op, mixed, opts["dtype"], types, dfn), soft.gpu() if on_gpu else soft)
+        labels.cpu() if labels.device == "gpu" else labels, images.shape(device="cpu") if on_gpu else images,
+        u, *draws, function=_ZetaParams(opts, not on_gpu, f16), batch_processing=True, num_outputs=4)
+
+    def mix_(a):
+        others = dfn.python_function(a, _on(index, a), _on(weights, a), function=_ZetaOthers(opts),
+                                     device=a.device, batch_processing=True, num_outputs=1)
+        return _on(w1, a) * a + others
+
+    out = (_finish(mix_(x), opts["dtype"], types, dfn), _on(soft, images))
+    out += tuple(mix_(e) for e in extra) + tuple(masks)
     return out + (index, weights) if return_info else out

@@ -60,3 +60,17 @@ def finalize(out, in_name: str, dtype: str | None, xp, op: str):
             raise fail(op, "dtype", "'uint8' only for uint8 images", f"'uint8' for {in_name} images")
         return xp.astype(xp.clip(xp.round(out), 0, 255), xp.uint8)
     return xp.astype(out, getattr(xp, dtype))
+
+
+def check_extra(arrays, batch_size: int, xp, op: str, arg: str) -> list:
+    """Extra per-sample arrays must be batches of ``batch_size`` in the images' namespace."""
+    if not isinstance(arrays, (list, tuple)):
+        raise fail(op, arg, "a list or tuple of arrays [B, ...]", type(arrays).__name__)
+    out = []
+    for j, a in enumerate(arrays):
+        a = xp.asarray(a)
+        if a.ndim < 1 or a.shape[0] != batch_size:
+            raise fail(op, f"{arg}[{j}]", f"a batch of {batch_size} samples, as many as 'images'",
+                       f"shape {tuple(a.shape)}")
+        out.append(a)
+    return out

@@ -22,14 +22,14 @@ backend; steps 3 and 5 run in the images' own namespace (NumPy, CuPy, torch).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from . import _checks
 from .assign import solve_blocks
 from .cost import block_costs
-from .images import as_batch, finalize, flat_features, work_dtype
+from .images import as_batch, check_extra, finalize, flat_features, work_dtype
 from .labels import soft_labels
 
 OP = "k_mixup"
@@ -43,15 +43,19 @@ class KMixupDraws:
         u: ``[B, 2]`` uniform in [0, 1): column 0 orders the batch (its argsort is the random
             split / permutation), column 1 picks the odd sample's partner.
         lam: ``[B]`` draws of Beta(alpha, alpha).
+        coin: ``[B]`` uniform in [0, 1) deciding whether a lam group is mixed at all
+            (``coin < prob``); None means always mixed.
     """
 
     u: np.ndarray
     lam: np.ndarray
+    coin: np.ndarray | None = None
 
 
 def draw(rng: np.random.Generator, batch_size: int, alpha: float) -> KMixupDraws:
     """Draw the random numbers for a batch of ``batch_size`` from a NumPy Generator."""
-    return KMixupDraws(u=rng.random((batch_size, 2)), lam=rng.beta(alpha, alpha, size=batch_size))
+    return KMixupDraws(u=rng.random((batch_size, 2)), lam=rng.beta(alpha, alpha, size=batch_size),
+                       coin=rng.random(batch_size))
 
 
 @dataclass(frozen=True)
@@ -139,28 +143,48 @@ def assemble(plan: BlockPlan, cols: np.ndarray | None, batch_size: int) -> np.nd
     return partner
 
 
+def representatives(plan: BlockPlan, lam_mode: str, batch_size: int) -> np.ndarray:
+    """``rep [B]``: the sample whose draws (lam, coins, box) govern sample i.
+
+    ``"batch"``: sample 0 for everyone; ``"block"``: the first left sample of i's matched block
+    (both sides of the block); ``"sample"``: i itself.
+    """
+    rep = np.arange(batch_size, dtype=np.int64)
+    if lam_mode == "batch":
+        rep[:] = 0
+    elif lam_mode == "block" and plan.left.shape[0]:
+        valid = np.arange(plan.left.shape[1])[None, :] < plan.sizes[:, None]
+        blk = np.broadcast_to(plan.left[:, :1], plan.left.shape)
+        rep[plan.left[valid]] = blk[valid]
+        if plan.symmetric:
+            rep[plan.right[valid]] = blk[valid]
+    return rep
+
+
 def lambdas(plan: BlockPlan, lam_draws: np.ndarray, lam_mode: str, partner: np.ndarray) -> np.ndarray:
     """``lam [B]``: one per batch, per matched block (DI_lambda) or per sample.
 
     Samples whose partner is themselves get lam = 1, so they pass through exactly.
     """
     b = partner.shape[0]
-    lam_draws = np.asarray(lam_draws[:b], dtype=np.float64)
-    if lam_mode == "batch":
-        lam = np.full(b, lam_draws[0] if b else 0.0)
-    elif lam_mode == "sample":
-        lam = lam_draws.copy()
-    else:  # block: both sides of block b share the draw of its first left sample
-        lam = lam_draws.copy()
-        if plan.left.shape[0]:
-            per_block = lam_draws[plan.left[:, 0]]
-            valid = np.arange(plan.left.shape[1])[None, :] < plan.sizes[:, None]
-            blk = np.broadcast_to(per_block[:, None], plan.left.shape)
-            lam[plan.left[valid]] = blk[valid]
-            if plan.symmetric:
-                lam[plan.right[valid]] = blk[valid]
+    lam = np.asarray(lam_draws[:b], dtype=np.float64)[representatives(plan, lam_mode, b)]
     lam[partner == np.arange(b)] = 1.0
     return lam
+
+
+def apply_prob(partner: np.ndarray, lam: np.ndarray, coin: np.ndarray | None, rep: np.ndarray,
+               prob: float):
+    """Leave unmixed (partner = self, lam = 1) the groups whose coin ``coin[rep] >= prob``.
+
+    The coin is drawn once per lam group (batch, block or sample), so p is applied exactly once.
+    """
+    if coin is None or prob >= 1.0:
+        return partner, lam
+    skip = np.asarray(coin[rep], dtype=np.float64) >= prob
+    partner, lam = partner.copy(), lam.copy()
+    partner[skip] = np.arange(partner.shape[0])[skip]
+    lam[skip] = 1.0
+    return partner, lam
 
 
 def blend(x, partner, lam, xp):
@@ -174,7 +198,7 @@ def blend(x, partner, lam, xp):
 
 
 def match(draws: KMixupDraws, batch_size: int, *, k: int, pairing: str, lam_mode: str,
-          cost: str, feats=None, xp=None, op: str = OP, arg: str = "images"):
+          cost: str, feats=None, xp=None, op: str = OP, arg: str = "images", prob: float = 1.0):
     """Steps 2-4: the plan, the optimal matching and the lambdas (host NumPy results).
 
     ``feats`` is the ``[B, D]`` float array the cost is computed on (None for k = 1, where
@@ -189,7 +213,13 @@ def match(draws: KMixupDraws, batch_size: int, *, k: int, pairing: str, lam_mode
         cols = solve_blocks(to_numpy(costs), plan.sizes)
     partner = assemble(plan, cols, batch_size)
     lam = lambdas(plan, draws.lam, lam_mode, partner)
+    partner, lam = apply_prob(partner, lam, draws.coin, representatives(plan, lam_mode, batch_size), prob)
     return plan, partner, lam
+
+
+def dominant(partner: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """The sample contributing the larger weight to each output (itself on a tie)."""
+    return np.where(lam >= 0.5, np.arange(partner.shape[0]), partner)
 
 
 @dataclass(frozen=True)
@@ -202,6 +232,8 @@ class MixupResult:
         partner: ``[B]`` int64, the sample each output was mixed with (itself: not mixed).
         lam: ``[B]`` the weight of the sample itself.
         k: the block size actually used.
+        extra: the ``extra`` arrays, blended with the same partners and weights.
+        masks: the integer ``masks``, each output taking its dominant sample's mask.
     """
 
     images: Any
@@ -209,11 +241,15 @@ class MixupResult:
     partner: Any
     lam: Any
     k: int
+    extra: tuple = ()
+    masks: tuple = ()
 
 
-def validate(*, k, alpha, num_classes, cost, pairing, lam_mode, label_smoothing, dtype, op=OP):
+def validate(*, k, alpha, num_classes, cost, pairing, lam_mode, label_smoothing, dtype, prob=1.0,
+             op=OP):
     """Argument checks shared by the array layer and the DALI layer."""
     return dict(
+        prob=_checks.check_prob(op, "prob", prob),
         k=_checks.check_int(op, "k", k, minimum=1),
         alpha=_checks.check_positive(op, "alpha", alpha),
         num_classes=_checks.check_num_classes(op, num_classes),
@@ -228,6 +264,7 @@ def validate(*, k, alpha, num_classes, cost, pairing, lam_mode, label_smoothing,
 def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int | None = None,
             cost: str = "sqeuclidean", pairing: str = "disjoint", lam_mode: str = "batch",
             label_smoothing: float = 0.0, features=None, dtype: str | None = None,
+            prob: float = 1.0, extra: Sequence = (), masks: Sequence = (),
             rng: np.random.Generator | None = None, draws: KMixupDraws | None = None,
             _op: str = OP) -> MixupResult:
     """k-mixup of a whole batch (array layer; NumPy, CuPy or torch in, the same kind out).
@@ -246,11 +283,18 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
         features: optional ``[B, ...]`` array the cost is computed on instead of the images.
         dtype: output image dtype: None (float32; float64 for float64 input), ``"float16"``,
             ``"float32"``, ``"float64"`` or ``"uint8"`` (uint8 input only).
+        prob: probability that a lam group (the batch, a block or a sample, per ``lam_mode``)
+            is mixed at all; unmixed samples keep partner = self and lam = 1.
+        extra: more per-sample arrays ``[B, ...]`` (a second view, a depth map) blended with
+            the same partners and weights (float results, like the images).
+        masks: integer per-sample maps (segmentation masks): each output takes the mask of its
+            dominant sample (the one with weight >= 0.5).
         rng: NumPy ``Generator`` for the draws (a fresh one if None).
         draws: precomputed draws (overrides ``rng``), e.g. to replay a batch.
     """
     opts = validate(k=k, alpha=alpha, num_classes=num_classes, cost=cost, pairing=pairing,
-                    lam_mode=lam_mode, label_smoothing=label_smoothing, dtype=dtype, op=_op)
+                    lam_mode=lam_mode, label_smoothing=label_smoothing, dtype=dtype, prob=prob,
+                    op=_op)
     xp, images, in_name = as_batch(images, _op)
     b = images.shape[0]
     wd = work_dtype(xp, in_name)
@@ -263,18 +307,24 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
     if opts["k"] > 1:
         feats = flat_features(features if features is not None else images, b, xp, _op, arg)
     plan, partner, lam = match(draws, b, k=opts["k"], pairing=opts["pairing"], lam_mode=opts["lam_mode"],
-                               cost=opts["cost"], feats=feats, xp=xp, op=_op, arg=arg)
+                               cost=opts["cost"], feats=feats, xp=xp, op=_op, arg=arg, prob=opts["prob"])
     device = getattr(images, "device", None)
     p = xp.asarray(partner, device=device)
     lam_x = xp.asarray(lam, dtype=wd, device=device)
     mixed = blend(xp.astype(images, wd), p, lam_x, xp)
     mixed_y = blend(y, p, lam_x, xp)
     out = finalize(mixed, in_name, opts["dtype"], xp, _op)
-    return MixupResult(images=out, labels=mixed_y, partner=p, lam=lam_x, k=plan.k)
+    extras = tuple(blend(xp.astype(e, wd), p, lam_x, xp)
+                   for e in check_extra(extra, b, xp, _op, "extra"))
+    dom = xp.asarray(dominant(partner, lam), device=device)
+    mask_out = tuple(xp.take(m, dom, axis=0) for m in check_extra(masks, b, xp, _op, "masks"))
+    return MixupResult(images=out, labels=mixed_y, partner=p, lam=lam_x, k=plan.k, extra=extras,
+                       masks=mask_out)
 
 
 def mixup(images, labels, *, alpha: float = 1.0, num_classes: int | None = None,
           lam_mode: str = "batch", label_smoothing: float = 0.0, dtype: str | None = None,
+          prob: float = 1.0, extra: Sequence = (), masks: Sequence = (),
           rng: np.random.Generator | None = None, draws: KMixupDraws | None = None) -> MixupResult:
     """Standard mixup (Zhang et al. 2018): k-mixup with k = 1, random disjoint pairs.
 
@@ -282,4 +332,5 @@ def mixup(images, labels, *, alpha: float = 1.0, num_classes: int | None = None,
     Arguments as for :func:`k_mixup`.
     """
     return k_mixup(images, labels, k=1, alpha=alpha, num_classes=num_classes, lam_mode=lam_mode,
-                   label_smoothing=label_smoothing, dtype=dtype, rng=rng, draws=draws, _op="mixup")
+                   label_smoothing=label_smoothing, dtype=dtype, prob=prob, extra=extra, masks=masks,
+                   rng=rng, draws=draws, _op="mixup")

@@ -19,12 +19,12 @@ partner columns when T is small, or one ``[B, B] @ [B, D]`` matrix product when 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from . import _checks
-from .images import as_batch, finalize, work_dtype
+from .images import as_batch, check_extra, finalize, work_dtype
 from .labels import soft_labels
 
 OP = "zeta_mixup"
@@ -38,14 +38,18 @@ class ZetaDraws:
         u: ``[B, W]`` uniform in [0, 1), W >= B: row i ranks the other samples (its T-1
             smallest keys, in key order, are i's partners).
         g: ``[B]`` uniform in [0, 1); ``g[0]`` picks gamma inside a ``(low, high)`` range.
+        coin: ``[B]`` uniform in [0, 1); the batch is mixed when ``coin[0] < prob``
+            (None: always).
     """
 
     u: np.ndarray
     g: np.ndarray
+    coin: np.ndarray | None = None
 
 
 def draw(rng: np.random.Generator, batch_size: int) -> ZetaDraws:
-    return ZetaDraws(u=rng.random((batch_size, batch_size)), g=rng.random(batch_size))
+    return ZetaDraws(u=rng.random((batch_size, batch_size)), g=rng.random(batch_size),
+                     coin=rng.random(batch_size))
 
 
 def zeta_weights(T: int, gamma: float) -> np.ndarray:
@@ -115,9 +119,15 @@ def mix_others(x, index: np.ndarray, weights: np.ndarray, xp, method: str):
     return acc
 
 
-def plan(draws: ZetaDraws, batch_size: int, T: int | None, gamma: tuple[float, float]):
-    """Index ``[B, T]``, weights ``[T]`` (float64) and the gamma used."""
+def plan(draws: ZetaDraws, batch_size: int, T: int | None, gamma: tuple[float, float],
+         prob: float = 1.0):
+    """Index ``[B, T]``, weights ``[T]`` (float64) and the gamma used.
+
+    A batch left unmixed by ``prob`` gets T = 1 (weights ``[1.0]``, index = the sample itself).
+    """
     t_eff = resolve_T(T, batch_size)
+    if prob < 1.0 and draws.coin is not None and batch_size and float(draws.coin[0]) >= prob:
+        t_eff = 1
     low, high = gamma
     g = low + float(draws.g[0]) * (high - low) if batch_size and high > low else low
     return partners(draws.u, batch_size, t_eff), zeta_weights(t_eff, g), g
@@ -133,6 +143,9 @@ class ZetaResult:
         index: ``[B, T]`` int64, column 0 is the sample itself.
         weights: ``[B, T]`` rows sum to 1 (the same row for every sample).
         gamma: the gamma used for this batch.
+        extra: the ``extra`` arrays mixed with the same index and weights.
+        masks: the integer ``masks``: each output keeps its own (the sample itself always
+            carries the largest weight).
     """
 
     images: Any
@@ -140,10 +153,13 @@ class ZetaResult:
     index: Any
     weights: Any
     gamma: float
+    extra: tuple = ()
+    masks: tuple = ()
 
 
-def validate(*, gamma, T, num_classes, label_smoothing, dtype, op=OP):
+def validate(*, gamma, T, num_classes, label_smoothing, dtype, prob=1.0, op=OP):
     return dict(
+        prob=_checks.check_prob(op, "prob", prob),
         gamma=_checks.check_gamma(op, gamma),
         T=_checks.check_int(op, "T", T, minimum=1, allow_none=True),
         num_classes=_checks.check_num_classes(op, num_classes),
@@ -154,7 +170,8 @@ def validate(*, gamma, T, num_classes, label_smoothing, dtype, op=OP):
 
 def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: int | None = None,
                num_classes: int | None = None, label_smoothing: float = 0.0,
-               dtype: str | None = None, method: str | None = None,
+               dtype: str | None = None, method: str | None = None, prob: float = 1.0,
+               extra: Sequence = (), masks: Sequence = (),
                rng: np.random.Generator | None = None, draws: ZetaDraws | None = None) -> ZetaResult:
     """zeta-mixup of a whole batch (array layer; NumPy, CuPy or torch in, the same kind out).
 
@@ -168,11 +185,14 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
         label_smoothing: applied to one-hot labels built from class ids, before mixing.
         dtype: output image dtype, as for :func:`dali_mixup.k_mixup`.
         method: ``"gather"`` or ``"matmul"``; None picks by T and B (:func:`choose_method`).
+        prob: probability that the batch is mixed at all (otherwise it passes through).
+        extra: more per-sample arrays ``[B, ...]`` mixed with the same index and weights.
+        masks: integer per-sample maps; each output keeps its own (its dominant sample).
         rng: NumPy ``Generator`` for the draws (a fresh one if None).
         draws: precomputed draws (overrides ``rng``).
     """
     opts = validate(gamma=gamma, T=T, num_classes=num_classes, label_smoothing=label_smoothing,
-                    dtype=dtype)
+                    dtype=dtype, prob=prob)
     if method not in (None, "gather", "matmul"):
         raise _checks.fail(OP, "method", "None, 'gather' or 'matmul'", method)
     xp, images, in_name = as_batch(images, OP)
@@ -182,12 +202,17 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
                     dtype=wd, xp=xp, op=OP)
     if draws is None:
         draws = draw(rng if rng is not None else np.random.default_rng(), b)
-    index, weights, g = plan(draws, b, opts["T"], opts["gamma"])
+    index, weights, g = plan(draws, b, opts["T"], opts["gamma"], opts["prob"])
     method = method or choose_method(index.shape[1], b)
-    x = xp.astype(images, wd)
-    mixed = float(weights[0]) * x + mix_others(x, index, weights, xp, method)
-    mixed_y = float(weights[0]) * y + mix_others(y, index, weights, xp, "matmul")
+
+    def mix(a, how):
+        return float(weights[0]) * a + mix_others(a, index, weights, xp, how)
+
+    mixed = mix(xp.astype(images, wd), method)
+    mixed_y = mix(y, "matmul")
+    extras = tuple(mix(xp.astype(e, wd), method) for e in check_extra(extra, b, xp, OP, "extra"))
     device = getattr(images, "device", None)
     w = xp.asarray(np.broadcast_to(weights, index.shape).copy(), dtype=wd, device=device)
     return ZetaResult(images=finalize(mixed, in_name, opts["dtype"], xp, OP), labels=mixed_y,
-                      index=xp.asarray(index, device=device), weights=w, gamma=g)
+                      index=xp.asarray(index, device=device), weights=w, gamma=g, extra=extras,
+                      masks=tuple(check_extra(masks, b, xp, OP, "masks")))
