@@ -13,7 +13,7 @@ DALI layer (inside ``@pipeline_def``)::
 """
 from .kmixup import KMixupDraws, MixupResult, k_mixup, mixup
 from .zeta import ZetaDraws, ZetaResult, zeta_mixup, zeta_weights
-from .cutmix import MixDraws, MixResult, cutmix, mix
+from .cut_mix import MixDraws, MixResult, cutmix, mix
 from ._checks import GAMMA_MIN
 
 __all__ = ["k_mixup", "mixup", "zeta_mixup", "cutmix", "mix", "zeta_weights", "MixupResult",

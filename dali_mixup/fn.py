@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _checks, cutmix as _cm, kmixup as _km, zeta as _zeta
+from . import _checks, cut_mix as _cm, kmixup as _km, zeta as _zeta
 from ._backend import namespace_of, stack, to_numpy, unstack
 from .images import dtype_name, flat_features
 from .labels import soft_labels
@@ -158,26 +158,24 @@ class _PairParams:
                                "e.g. 'HWC'), to find H and W for CutMix", "no layout")
         ah, aw = _cm.spatial_axes(lay, ndim, op) if b else (0, 1)
         hw = (int(shapes[0][ah]), int(shapes[0][aw])) if b else (1, 1)
-        md = _cm.MixDraws(u=u, lam=flat[0], lam_cut=flat[1], box=flat[2], coin=flat[3]) if b else \
+        md = _cm.MixDraws(u=u, lam=flat[0].reshape(-1), lam_cut=flat[1].reshape(-1), box=flat[2],
+                          coin=flat[3]) if b else \
             _cm.MixDraws(*(np.zeros((0, 2)),) * 5)
         p = _cm.plan(md, b, hw, k=o["k"], pairing=o["pairing"], cost=o["cost"], lam_mode=o["lam_mode"],
                      prob=o["prob"], switch_prob=o["switch_prob"], mixup_alpha=o["mixup_alpha"],
                      cutmix_alpha=o["cutmix_alpha"], correct_lam=o["correct_lam"], costs=costs, op=op)
         y_mixed = _km.blend(y, p.partner, p.lam.astype(np.float32), np)
-        share, dom = [], []
-        one = [1] * ndim
-        for i in range(b):
-            if p.cut[i]:
-                shape = list(one)
-                shape[ah], shape[aw] = hw
-                m = np.zeros(hw, np.float32)
-                y1, y2, x1, x2 = p.boxes[i]
-                m[y1:y2, x1:x2] = 1.0
-                share.append(m.reshape(shape))
-                dom.append(m.reshape(shape))
-            else:
-                share.append(np.full(one, p.share[i], np.float32))
-                dom.append(np.full(one, float(p.share[i] > 0.5), np.float32))
+        # One shape for the whole batch: DALI's arithmetic mis-broadcasts when samples of one
+        # batch have different shapes (seen in DALI 2.4), so a batch with any CutMix row gets
+        # full H x W shares for every row; a pure mixup batch gets (1, ..., 1) shares.
+        shape = [1] * ndim
+        if b and p.cut.any():
+            shape[ah], shape[aw] = hw
+            share = p.pixel_share(*hw).astype(np.float32).reshape((b,) + tuple(shape))
+        else:
+            share = p.share.astype(np.float32).reshape((b,) + tuple(shape))
+        dom = (share > 0.5).astype(np.float32)
+        share, dom = unstack(share), unstack(dom)
         return (_scalars(p.partner, np.int32), _scalars(p.lam, np.float32), share, dom, unstack(y_mixed))
 
 

@@ -174,7 +174,8 @@ def validate(*, mixup_alpha, cutmix_alpha, prob, switch_prob, k, cost, pairing, 
     if not isinstance(correct_lam, bool):
         raise _checks.fail(op, "correct_lam", "True or False", correct_lam)
     o.update(km.validate(k=k, alpha=1.0, num_classes=num_classes, cost=cost, pairing=pairing,
-                         lam_mode=lam_mode, label_smoothing=label_smoothing, dtype=dtype, op=op))
+                         lam_mode=lam_mode, label_smoothing=label_smoothing, dtype=dtype, prob=prob,
+                         op=op))
     o["correct_lam"] = correct_lam
     return o
 
