@@ -24,12 +24,14 @@ def to_numpy(x) -> np.ndarray:
 
 
 def namespace_of(sample):
-    """Array namespace of a DALI python-operator input sample (NumPy on CPU, CuPy on GPU)."""
-    if is_cupy(sample):
-        import cupy
+    """Array-API namespace of a python-operator input sample (NumPy on CPU, CuPy on GPU).
 
-        return cupy
-    return np
+    The array-api-compat wrappers give CuPy the standard's spelling (``device=``, ``concat``,
+    ``matrix_transpose``), so the math modules never need a CuPy branch.
+    """
+    import array_api_compat
+
+    return array_api_compat.array_namespace(sample)
 
 
 def stack(samples, xp):

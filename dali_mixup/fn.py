@@ -122,8 +122,8 @@ class _PairParams:
     def _costs(self, feats, bp, b):
         op, o = self.op, self.opts
         arg = "features" if o["has_features"] else "images"
-        if self.source == "costs":  # rows from _KMixupCosts: row b*k + r is cost[b, r, :]
-            return np.stack(feats)[: bp.left.size].reshape(bp.left.shape + (bp.k,))
+        if self.source == "costs":  # rows from _KMixupCosts: the costs, flattened and spread
+            return np.stack(feats).reshape(-1)[: bp.left.size * bp.k].reshape(bp.left.shape + (bp.k,))
         _checks.check_batch_shapes(op, arg, [tuple(f.shape) for f in feats])
         x = flat_features(np.stack(feats), b, np, op, arg)
         return _km.block_costs(x, bp.left, bp.right, metric=o["cost"], xp=np, op=op, arg=arg)
@@ -198,15 +198,18 @@ class _KMixupCosts:
         _checks.check_batch_shapes(op, "features" if o["has_features"] else "images",
                                    [tuple(f.shape) for f in feats])
         plan = _km.plan_blocks(np.stack([to_numpy(a) for a in u]), b, o["k"], o["pairing"])
-        kk = max(plan.k, 1)
-        rows = xp.zeros((b, kk), dtype=xp.float32)
-        if plan.k > 1:
-            x = flat_features(stack(feats, xp), b, xp, op)
-            cost = _km.block_costs(x, plan.left, plan.right, metric=o["cost"], xp=xp, op=op,
-                                   arg="features" if o["has_features"] else "images")
-            n = plan.left.size
-            rows[:n] = xp.reshape(xp.astype(cost, xp.float32), (n, plan.k))
-        return unstack(rows)
+        if plan.k <= 1:
+            return unstack(xp.zeros((b, 1), dtype=xp.float32))
+        x = flat_features(stack(feats, xp), b, xp, op)
+        cost = _km.block_costs(x, plan.left, plan.right, metric=o["cost"], xp=xp, op=op,
+                               arg="features" if o["has_features"] else "images")
+        # DALI wants one output row per sample: spread the n_blocks * k * k costs over B rows
+        n = plan.left.size * plan.k
+        width = -(-n // b)
+        flat = xp.reshape(xp.astype(cost, xp.float32), (n,))
+        if width * b > n:
+            flat = xp.concat([flat, xp.zeros((width * b - n,), dtype=xp.float32)])
+        return unstack(xp.reshape(flat, (b, width)))
 
 
 class _ZetaParams:
@@ -255,7 +258,7 @@ class _ZetaOthers:
         idx = np.stack([to_numpy(a) for a in index]).astype(np.int64)
         w = to_numpy(weights[0]).astype(np.float32)
         x = stack(images, xp)
-        x = x if x.dtype == xp.float32 else x.astype(xp.float32)
+        x = x if x.dtype == xp.float32 else xp.astype(x, xp.float32)
         method = self.opts["method"] or _zeta.choose_method(idx.shape[1], b)
         return unstack(_zeta.mix_others(x, idx, w, xp, method))
 
