@@ -48,7 +48,7 @@ def flat_features(x, batch_size: int, xp, op: str, arg: str = "features"):
     name = dtype_name(xp, x.dtype)
     if name not in IMAGE_DTYPES:
         raise fail(op, arg, "dtype " + ", ".join(IMAGE_DTYPES), f"dtype {name}")
-    return xp.reshape(xp.astype(x, work_dtype(xp, name)), (batch_size, math.prod(x.shape[1:])))
+    return xp.reshape(xp.astype(x, work_dtype(xp, name), copy=False), (batch_size, math.prod(x.shape[1:])))
 
 
 def finalize(out, in_name: str, dtype: str | None, xp, op: str):

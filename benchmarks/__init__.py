@@ -1,0 +1,1 @@
+"""Benchmarks for dali-mixup: ``python -m benchmarks.run`` (or ``dali-mixup bench``)."""

@@ -1,0 +1,685 @@
+"""Side-by-side benchmarks of k-mixup and zeta-mixup (issue 4).
+
+    python -m benchmarks.run --out bench-out            # full CPU run (a few minutes)
+    python -m benchmarks.run --quick --out /tmp/b       # smoke test (< 30 s)
+    python -m benchmarks.run --device gpu --out b-gpu   # the same suite with CuPy + DALI GPU
+
+Every figure is a median over interleaved repeats measured in this one process, float32,
+B = 256 unless stated. Suites:
+
+1. ``kmixup``: ``dali_mixup.k_mixup`` (k in {16, 32, 64}, D in {784, 3072, 150528}) against
+   (a) the authors' reference procedure (scipy ``distance_matrix`` per block, one
+   ``linear_sum_assignment`` on the B x B block-diagonal matrix filled with a large constant,
+   then the blend), (b) 1-mixup written as users write it, ``lam*x + (1-lam)*x[perm]``, and
+   (c) one copy of the batch.
+2. ``zeta``: ``dali_mixup.zeta_mixup`` with T = B in {32, 128, 256} against the paper's einsum
+   formulation and 1-mixup; B = 32, D = 3*224*224 is the paper's Table 9 case.
+3. ``pipeline``: a real DALI pipeline (file reader, decode, crop_mirror_normalize, 32x32,
+   B = 256): batches/s with no mixing, DALI-native mixup and each dali_mixup operator.
+4. ``breakdown``: the assignment solver per block for k = 2..256, and the distance cost.
+
+Each time is also given against its physical floor: memory traffic at the bandwidth measured
+by a copy, and flops at the matmul peak measured by a square sgemm, in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+NOT_MEASURED_GPU = "not measured (no GPU)"
+B_DEFAULT = 256
+REF_FILL = 1000.0  # the authors' fill value outside the diagonal blocks
+
+
+# ----------------------------------------------------------------------------- backend
+
+
+class Backend:
+    """NumPy on CPU, CuPy on GPU: array namespace, synchronisation and host copies."""
+
+    def __init__(self, device: str):
+        self.device = device
+        if device == "gpu":
+            import cupy
+
+            if cupy.cuda.runtime.getDeviceCount() < 1:  # raises without a driver
+                raise RuntimeError("no CUDA device")
+            self.xp = cupy
+            self.name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+        else:
+            self.xp = np
+            self.name = platform.processor() or platform.machine()
+
+    def sync(self) -> None:
+        if self.device == "gpu":
+            self.xp.cuda.Device().synchronize()
+
+    def asarray(self, a):
+        return self.xp.asarray(a)
+
+    def to_host(self, a) -> np.ndarray:
+        return a.get() if self.device == "gpu" else np.asarray(a)
+
+
+def gpu_available() -> bool:
+    try:
+        Backend("gpu")
+        return True
+    except Exception:
+        return False
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def interleaved(fns: dict[str, Callable[[], object]], sync: Callable[[], None], *, budget: float,
+                min_rounds: int, max_rounds: int, sample_target: float) -> dict:
+    """Median seconds per call of each function, timed round-robin (rotating the order).
+
+    Each sample runs a function ``inner`` times (calibrated so a sample lasts about
+    ``sample_target`` seconds). Rounds go on until ``budget`` seconds have passed (at least
+    ``min_rounds``, at most ``max_rounds``).
+    """
+    inner, samples = {}, {n: [] for n in fns}
+    for name, f in fns.items():  # warm-up and calibration
+        t0 = time.perf_counter()
+        f()
+        sync()
+        t = time.perf_counter() - t0
+        inner[name] = max(1, min(2000, int(sample_target / max(t, 1e-7))))
+        if t > 0.5:  # slow: the warm-up counts as a sample
+            samples[name].append(t)
+    if any(samples.values()):  # some call takes > 0.5 s: three rounds are enough
+        min_rounds = min(min_rounds, 3)
+        max_rounds = min(max_rounds, 3)
+    names = list(fns)
+    start, r = time.perf_counter(), 0
+    while r < min_rounds or (r < max_rounds and time.perf_counter() - start < budget):
+        rot = r % len(names)
+        for name in names[rot:] + names[:rot]:
+            f, n = fns[name], inner[name]
+            t0 = time.perf_counter()
+            for _ in range(n):
+                f()
+            sync()
+            samples[name].append((time.perf_counter() - t0) / n)
+        r += 1
+    return {n: statistics.median(s) for n, s in samples.items()}
+
+
+class Timer:
+    def __init__(self, be: Backend, quick: bool):
+        self.be, self.quick = be, quick
+
+    def __call__(self, fns: dict, budget: float | None = None) -> dict:
+        if self.quick:
+            return interleaved(fns, self.be.sync, budget=0.2, min_rounds=2, max_rounds=5,
+                               sample_target=0.005)
+        return interleaved(fns, self.be.sync, budget=budget or 3.0, min_rounds=5, max_rounds=25,
+                           sample_target=0.02)
+
+
+# ----------------------------------------------------------------------------- floors
+
+
+def measure_floor(be: Backend, timer: Timer) -> dict:
+    """Copy bandwidth (bytes read + written per second) and square sgemm throughput."""
+    xp = be.xp
+    n = (8 if timer.quick else 32) * 2**20
+    a = xp.ones(n, dtype=xp.float32)
+    b = xp.empty_like(a)
+    m = 1024 if timer.quick else 2048
+    rng = np.random.default_rng(0)
+    A = be.asarray(rng.random((m, m), dtype=np.float32))
+    Bm = be.asarray(rng.random((m, m), dtype=np.float32))
+    C = xp.empty_like(A)
+
+    def copy():
+        xp.copyto(b, a)
+
+    def gemm():
+        xp.matmul(A, Bm, out=C)
+
+    t = timer({"copy": copy, "sgemm": gemm}, budget=2.0)
+    return {"bandwidth_GBps": 2 * a.nbytes / t["copy"] / 1e9,
+            "sgemm_GFLOPs": 2 * m**3 / t["sgemm"] / 1e9,
+            "copy_bytes": int(a.nbytes), "sgemm_n": m}
+
+
+def warm_allocator() -> None:
+    """Put glibc malloc in the state of a long-running process before timing.
+
+    glibc serves a block above its mmap threshold (128 KiB at start) with fresh pages, and the
+    threshold only rises (up to 32 MiB) after such a block is freed. Until then every
+    batch-sized temporary costs page faults, which made the same 1-mixup expression 10x slower
+    (4.4 vs 0.4 ms at [256, 3, 32, 32]) depending on what the process had allocated before.
+    Allocating and freeing one block just under 32 MiB fixes the state for every contender.
+    Blocks above 32 MiB (the D = 150528 batches) are always fresh mmaps, for every contender.
+    """
+    block = np.ones((32 << 20) - (1 << 16), dtype=np.uint8)
+    del block
+
+
+def floor_time(floor: dict, bytes_moved: float, flops: float = 0.0) -> float:
+    """Lower bound: the larger of memory time and compute time."""
+    return max(bytes_moved / (floor["bandwidth_GBps"] * 1e9), flops / (floor["sgemm_GFLOPs"] * 1e9))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def image_shape(d: int) -> tuple:
+    return {784: (1, 28, 28), 3072: (3, 32, 32), 150528: (3, 224, 224)}.get(d, (d,))
+
+
+def make_batch(be: Backend, b: int, d: int, seed: int):
+    rng = np.random.default_rng(seed)
+    x = rng.random((b,) + image_shape(d), dtype=np.float32)
+    y = rng.integers(0, 10, size=b)
+    return be.asarray(x), be.asarray(y)
+
+
+def mixup1(xp, rng):
+    """1-mixup as users write it: ``lam*x + (1-lam)*x[perm]``."""
+    def f(x):
+        lam = float(rng.beta(1.0, 1.0))
+        perm = xp.asarray(rng.permutation(x.shape[0]))
+        return lam * x + (1 - lam) * x[perm]
+    return f
+
+
+def reference_kmixup(be: Backend, k: int, rng, num_classes: int = 10):
+    """The authors' procedure (kmixup-cifar10 train.py) on one batch.
+
+    Consecutive k-blocks of the batch meet the same blocks of a random permutation; each
+    block's Euclidean distance matrix (scipy ``distance_matrix``) is written into a B x B
+    matrix filled with a large constant; one ``linear_sum_assignment`` solves it; partner =
+    perm[assignment]; one lam per batch; images and one-hot labels are blended.
+    """
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial import distance_matrix
+
+    xp = be.xp
+
+    def f(x, y):
+        b = x.shape[0]
+        xh = be.to_host(x).reshape(b, -1)
+        perm = rng.permutation(b)
+        lam = float(rng.beta(1.0, 1.0))
+        M = np.full((b, b), REF_FILL)
+        for i in range(0, b, k):
+            j = min(i + k, b)
+            M[i:j, i:j] = distance_matrix(xh[i:j], xh[perm[i:j]])
+        _, cols = linear_sum_assignment(M)
+        p = xp.asarray(perm[cols])
+        oh = xp.eye(num_classes, dtype=x.dtype)[y]
+        return lam * x + (1 - lam) * x[p], lam * oh + (1 - lam) * oh[p]
+    return f
+
+
+def paper_zeta(be: Backend, rng, gamma: float = 2.8):
+    """The paper's formulation: a B x B weight matrix (self rank 1, the others a random
+    permutation of ranks 2..B) applied with einsum, as in the authors' utils.py."""
+    xp = be.xp
+
+    def f(x):
+        b = x.shape[0]
+        keys = rng.random((b, b))
+        keys[np.arange(b), np.arange(b)] = -1.0
+        ranks = np.argsort(np.argsort(keys, axis=1), axis=1) + 1.0
+        w = ranks ** -gamma
+        w /= (np.arange(1, b + 1, dtype=np.float64) ** -gamma).sum()
+        W = xp.asarray(w, dtype=x.dtype)
+        return xp.einsum("pi,i...->p...", W, x)
+    return f
+
+
+# ----------------------------------------------------------------------------- suites
+
+
+def suite_kmixup(be: Backend, timer: Timer, floor: dict, ds, ks, b: int) -> list:
+    import dali_mixup as dm
+
+    xp = be.xp
+    rows = []
+    for d in ds:
+        x, y = make_batch(be, b, d, seed=d)
+        for k in ks:
+            rng = np.random.default_rng(k)
+            ref, m1 = reference_kmixup(be, k, rng), mixup1(xp, rng)
+            fns = {
+                "ours": lambda: dm.k_mixup(x, y, k=k, num_classes=10, rng=rng),
+                "reference": lambda: ref(x, y),
+                "mixup1": lambda: m1(x),
+                "copy": lambda: xp.copy(x),
+            }
+            t = timer(fns, budget=4.0)
+            nbytes = x.nbytes
+            h = b // 2
+            kk = min(k, h)
+            gram_flops = 2.0 * h * kk * d  # (h/k) blocks of (k x D)(D x k)
+            floors = {
+                "ours": floor_time(floor, 4 * nbytes, gram_flops),
+                "reference": floor_time(floor, 4 * nbytes, gram_flops),
+                "mixup1": floor_time(floor, 3 * nbytes),
+                "copy": floor_time(floor, 2 * nbytes),
+            }
+            rows.append({
+                "k": k, "D": d, "B": b, "shape": [b, *image_shape(d)], "times_s": t, "floor_s": floors,
+                "x_floor": {n: t[n] / floors[n] for n in t},
+                "reference_over_ours": t["reference"] / t["ours"],
+                "ours_over_mixup1": t["ours"] / t["mixup1"],
+                "ours_over_copy": t["ours"] / t["copy"],
+                "mixup1_over_copy": t["mixup1"] / t["copy"],
+            })
+            _log(f"kmixup k={k} D={d}: ours {t['ours']*1e3:.2f} ms, ref {t['reference']*1e3:.1f} ms, "
+                 f"mixup1 {t['mixup1']*1e3:.2f} ms, copy {t['copy']*1e3:.2f} ms")
+    return rows
+
+
+def suite_zeta(be: Backend, timer: Timer, floor: dict, ds, bs) -> list:
+    import dali_mixup as dm
+    from dali_mixup.zeta import choose_method
+
+    xp = be.xp
+    rows = []
+    for d in ds:
+        for b in bs:
+            x, y = make_batch(be, b, d, seed=b + d)
+            rng = np.random.default_rng(b)
+            pz, m1 = paper_zeta(be, rng), mixup1(xp, rng)
+            fns = {
+                "ours": lambda: dm.zeta_mixup(x, y, num_classes=10, rng=rng),
+                "paper_einsum": lambda: pz(x),
+                "mixup1": lambda: m1(x),
+            }
+            t = timer(fns, budget=4.0)
+            nbytes = x.nbytes
+            exact = floor_time(floor, 2 * nbytes, 2.0 * b * b * d)
+            floors = {"ours": exact, "paper_einsum": exact, "mixup1": floor_time(floor, 3 * nbytes)}
+            rows.append({
+                "T": b, "B": b, "D": d, "shape": [b, *image_shape(d)], "method": choose_method(b, b),
+                "table9": b == 32 and d == 150528, "times_s": t, "floor_s": floors,
+                "x_floor": {n: t[n] / floors[n] for n in t},
+                "paper_over_ours": t["paper_einsum"] / t["ours"],
+                "ours_over_mixup1": t["ours"] / t["mixup1"],
+                "exact_floor_over_mixup1_floor": exact / floors["mixup1"],
+            })
+            _log(f"zeta T=B={b} D={d}: ours {t['ours']*1e3:.2f} ms, einsum {t['paper_einsum']*1e3:.1f} ms, "
+                 f"mixup1 {t['mixup1']*1e3:.2f} ms")
+    return rows
+
+
+def suite_breakdown(be: Backend, timer: Timer, floor: dict, ds, solver_ks, b: int) -> dict:
+    from scipy.optimize import linear_sum_assignment
+
+    from dali_mixup import kmixup as km
+    from dali_mixup.assign import solve_blocks
+    from dali_mixup.cost import block_costs
+
+    rng = np.random.default_rng(7)
+    solver = []
+    try:
+        import lap  # noqa: F401  optional comparison only
+        have_lap = True
+    except ImportError:
+        have_lap = False
+    for k in solver_ks:
+        n_mat = max(1, min(16, 256 // k))
+        pts = [rng.normal(size=(2, k, 16)) for _ in range(n_mat)]
+        mats = [((p[0][:, None, :] - p[1][None, :, :]) ** 2).sum(-1) for p in pts]
+        fns = {"scipy": lambda: [linear_sum_assignment(m) for m in mats]}
+        if have_lap:
+            fns["lap.lapjv"] = lambda: [lap.lapjv(m) for m in mats]
+        t = timer(fns, budget=1.0)
+        row = {"k": k, "per_block_s": {n: v / n_mat for n, v in t.items()},
+               "blocks_at_B256": (b // 2 + k - 1) // k if k <= b // 2 else 1}
+        row["per_batch_s"] = {n: v * row["blocks_at_B256"] for n, v in row["per_block_s"].items()}
+        solver.append(row)
+        _log(f"solver k={k}: scipy {row['per_block_s']['scipy']*1e6:.1f} us/block")
+    distance, stages = [], []
+    for d in ds:
+        x, y = make_batch(be, b, d, seed=3 * d)
+        x2d = be.xp.reshape(x, (b, -1))
+        draws = km.draw(np.random.default_rng(1), b, 1.0)
+        for k in (16, 64):
+            plan = km.plan_blocks(draws.u, b, k, "disjoint")
+            costs_h = np.asarray(be.to_host(block_costs(x2d, plan.left, plan.right, metric="sqeuclidean",
+                                                        xp=be.xp)))
+            cols = solve_blocks(costs_h, plan.sizes)
+            partner = km.assemble(plan, cols, b)
+            lam = km.lambdas(plan, draws.lam, "batch", partner)
+            p_dev, lam_dev = be.asarray(partner), be.asarray(lam.astype(np.float32))
+            fns = {
+                "plan": lambda: km.plan_blocks(draws.u, b, k, "disjoint"),
+                "distance": lambda: block_costs(x2d, plan.left, plan.right, metric="sqeuclidean", xp=be.xp),
+                "solve": lambda: solve_blocks(costs_h, plan.sizes),
+                "assemble+lambdas": lambda: km.lambdas(plan, draws.lam, "batch", km.assemble(plan, cols, b)),
+                "blend": lambda: km.blend(x, p_dev, lam_dev, be.xp),
+            }
+            t = timer(fns, budget=2.0)
+            flops = 2.0 * plan.left.size * plan.k * d
+            dist_floor = floor_time(floor, x.nbytes, flops)
+            distance.append({"k": k, "D": d, "time_s": t["distance"], "GFLOPs": flops / t["distance"] / 1e9,
+                             "floor_s": dist_floor, "x_floor": t["distance"] / dist_floor})
+            stages.append({"k": k, "D": d, "times_s": t, "total_s": sum(t.values())})
+            _log(f"breakdown k={k} D={d}: " + ", ".join(f"{n} {v*1e3:.3f} ms" for n, v in t.items()))
+    return {"solver": solver, "distance": distance, "stages": stages, "lap_installed": have_lap}
+
+
+# ----------------------------------------------------------------------------- DALI pipeline
+
+
+def make_image_files(root: Path, n: int, size: int = 32, classes: int = 10) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"class_{c:02d}").mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        c = i % classes
+        img = (rng.random((size, size, 3)) * 64 + c * 16).astype(np.uint8)
+        Image.fromarray(img).save(root / f"class_{c:02d}" / f"img_{i:05d}.jpg", quality=90)
+    return root
+
+
+PIPELINE_VARIANTS = ("no mixing", "DALI-native mixup", "fn.mixup", "fn.k_mixup(k=16)", "fn.zeta_mixup")
+
+
+def _build_pipeline(root: str, variant: str, device: str, b: int, threads: int):
+    from nvidia.dali import fn, pipeline_def, types
+
+    import dali_mixup.fn as mfn
+
+    gpu = device == "gpu"
+
+    @pipeline_def(batch_size=b, num_threads=threads, device_id=0 if gpu else None, seed=1234,
+                  exec_async=False, exec_pipelined=False, prefetch_queue_depth=1)
+    def pipe():
+        jpegs, labels = fn.readers.file(file_root=root, random_shuffle=True, seed=42, name="Reader")
+        images = fn.decoders.image(jpegs, device="mixed" if gpu else "cpu", output_type=types.RGB)
+        images = fn.crop_mirror_normalize(
+            images, dtype=types.FLOAT, output_layout="CHW", crop=(32, 32),
+            mean=[0.485 * 255, 0.456 * 255, 0.406 * 255], std=[0.229 * 255, 0.224 * 255, 0.225 * 255],
+            mirror=fn.random.coin_flip())
+        if variant == "no mixing":
+            return images, labels
+        if variant == "DALI-native mixup":
+            perm = fn.batch_permutation()
+            lam = fn.random.beta(alpha=1.0, beta=1.0)
+            onehot = fn.one_hot(labels, num_classes=10, dtype=types.FLOAT)
+            lam_img = lam.gpu() if gpu else lam
+            mixed = lam_img * images + (1.0 - lam_img) * fn.permute_batch(images, indices=perm)
+            soft = lam * onehot + (1.0 - lam) * fn.permute_batch(onehot, indices=perm)
+            return mixed, soft
+        if variant == "fn.mixup":
+            return mfn.mixup(images, labels, num_classes=10)
+        if variant == "fn.k_mixup(k=16)":
+            return mfn.k_mixup(images, labels, k=16, num_classes=10)
+        if variant == "fn.zeta_mixup":
+            return mfn.zeta_mixup(images, labels, num_classes=10)
+        raise ValueError(variant)
+
+    p = pipe()
+    p.build()
+    return p
+
+
+def suite_pipeline(be: Backend, timer: Timer, b: int, n_images: int, batches_per_sample: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="dali_mixup_bench_") as tmp:
+        root = make_image_files(Path(tmp) / "images", n_images)
+        threads = min(4, os.cpu_count() or 1)
+        pipes = {v: _build_pipeline(str(root), v, be.device, b, threads) for v in PIPELINE_VARIANTS}
+
+        def runner(p):
+            def f():
+                for _ in range(batches_per_sample):
+                    out = p.run()
+                be.sync()
+                return out
+            return f
+
+        for p in pipes.values():  # warm-up: first batches allocate
+            p.run()
+        t = timer({v: runner(p) for v, p in pipes.items()}, budget=6.0)
+        del pipes
+    per_batch = {v: s / batches_per_sample for v, s in t.items()}
+    base, native = per_batch["no mixing"], per_batch["DALI-native mixup"]
+    rows = [{"variant": v, "time_per_batch_s": s, "batches_per_s": 1.0 / s, "over_no_mixing": s / base,
+             "over_native_mixup": s / native} for v, s in per_batch.items()]
+    for r in rows:
+        _log(f"pipeline {r['variant']}: {r['batches_per_s']:.1f} batches/s ({r['over_no_mixing']:.2f}x none)")
+    return {"B": b, "image_size": 32, "num_threads": threads, "n_images": n_images,
+            "decoder": "mixed" if be.device == "gpu" else "cpu", "rows": rows}
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+def evaluate_targets(res: dict) -> list:
+    def find(rows, **kw):
+        for r in rows or []:
+            if all(r.get(a) == v for a, v in kw.items()):
+                return r
+        return None
+
+    out = []
+
+    def add(name, value, limit, better):
+        if value is None:
+            out.append({"target": name, "value": None, "limit": limit, "met": None, "note": "not measured"})
+            return
+        met = value >= limit if better == "higher" else value <= limit
+        out.append({"target": name, "value": value, "limit": limit, "met": bool(met)})
+
+    km, zt, pl = res.get("kmixup"), res.get("zeta"), res.get("pipeline")
+    r = find(km, k=16, D=3072)
+    add("k-mixup k=16 D=3072: reference / ours >= 20", r and r["reference_over_ours"], 20.0, "higher")
+    add("k-mixup k=16 D=3072: ours / 1-mixup <= 2", r and r["ours_over_mixup1"], 2.0, "lower")
+    for k in (16, 32, 64):
+        r = find(km, k=k, D=150528)
+        if r is not None or k == 16:
+            add(f"k-mixup k={k} D=150528: ours / 1-mixup <= 1.5", r and r["ours_over_mixup1"], 1.5, "lower")
+    r = find(zt, B=32, D=150528)
+    add("zeta [32,3,224,224]: ours / 1-mixup <= 1", r and r["ours_over_mixup1"], 1.0, "lower")
+    r = find(zt, B=256, D=3072)
+    add("zeta T=B=256 D=3072: ours / 1-mixup <= 5", r and r["ours_over_mixup1"], 5.0, "lower")
+    rows = pl.get("rows") if isinstance(pl, dict) else None
+    r = find(rows, variant="fn.k_mixup(k=16)")
+    add("pipeline k-mixup / DALI-native mixup <= 1.3", r and r["over_native_mixup"], 1.3, "lower")
+    add("pipeline k-mixup / no mixing <= 2", r and r["over_no_mixing"], 2.0, "lower")
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _ms(s) -> str:
+    return "-" if s is None else f"{s * 1e3:.3g}"
+
+
+def _x(v) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+def to_markdown(res: dict) -> str:
+    m = res["meta"]
+    lines = [f"# dali-mixup benchmarks ({m['device']}: {m['device_name']})", "",
+             f"`{m['command']}` · {m['date']} · {'quick' if m['quick'] else 'full'} run · "
+             f"numpy {m['numpy']}, scipy {m['scipy']}, DALI {m.get('dali', '-')} · {m['cpus']} CPUs", ""]
+    if res.get("status"):
+        lines += [f"**{res['status']}**", ""]
+    fl = res.get("floor")
+    if isinstance(fl, dict):
+        lines += [f"Physical floor measured in this run: copy bandwidth **{fl['bandwidth_GBps']:.1f} GB/s** "
+                  f"(read + write), sgemm **{fl['sgemm_GFLOPs']:.0f} GFLOP/s** (n = {fl['sgemm_n']}). "
+                  "`x floor` = measured time / (larger of bytes moved at that bandwidth and flops at "
+                  "that peak); 1.0 is the physical limit.", ""]
+    lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    for t in res.get("targets", []):
+        met = "not measured" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(f"| {t['target']} | {_x(t['value'])} | {met} |")
+    lines.append("")
+    km = res.get("kmixup")
+    lines += ["## 1. k-mixup (B=256) vs the authors' reference, 1-mixup and a copy", ""]
+    if isinstance(km, list):
+        lines += ["| k | D | ours ms | reference ms | 1-mixup ms | copy ms | ref/ours | ours/1-mixup | "
+                  "ours x floor | 1-mixup x floor |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in km:
+            t, xf = r["times_s"], r["x_floor"]
+            lines.append(f"| {r['k']} | {r['D']} | {_ms(t['ours'])} | {_ms(t['reference'])} | {_ms(t['mixup1'])} | "
+                         f"{_ms(t['copy'])} | {_x(r['reference_over_ours'])} | {_x(r['ours_over_mixup1'])} | "
+                         f"{_x(xf['ours'])} | {_x(xf['mixup1'])} |")
+    else:
+        lines.append(str(km))
+    lines.append("")
+    zt = res.get("zeta")
+    lines += ["## 2. zeta-mixup (T = B) vs the paper's einsum and 1-mixup", ""]
+    if isinstance(zt, list):
+        lines += ["| T=B | D | method | ours ms | einsum ms | 1-mixup ms | einsum/ours | ours/1-mixup | "
+                  "ours x floor | exact-mix floor / blend floor |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in zt:
+            t = r["times_s"]
+            tag = " (Table 9)" if r["table9"] else ""
+            lines.append(f"| {r['B']} | {r['D']}{tag} | {r['method']} | {_ms(t['ours'])} | {_ms(t['paper_einsum'])} | "
+                         f"{_ms(t['mixup1'])} | {_x(r['paper_over_ours'])} | {_x(r['ours_over_mixup1'])} | "
+                         f"{_x(r['x_floor']['ours'])} | {_x(r['exact_floor_over_mixup1_floor'])} |")
+        lines += ["", "An exact T = B mix is a B x B x D product (2 B^2 D flops): the last column is its "
+                  "floor over the blend's floor, the best any exact implementation can do against 1-mixup."]
+    else:
+        lines.append(str(zt))
+    lines.append("")
+    pl = res.get("pipeline")
+    lines += ["## 3. DALI pipeline (file reader, decode, crop_mirror_normalize, 32x32, B=256)", ""]
+    if isinstance(pl, dict):
+        lines += [f"decoder `{pl['decoder']}`, {pl['num_threads']} threads, {pl['n_images']} JPEG files.", "",
+                  "| variant | batches/s | ms/batch | / no mixing | / DALI-native mixup |", "|---|---|---|---|---|"]
+        for r in pl["rows"]:
+            lines.append(f"| {r['variant']} | {r['batches_per_s']:.1f} | {_ms(r['time_per_batch_s'])} | "
+                         f"{_x(r['over_no_mixing'])} | {_x(r['over_native_mixup'])} |")
+    else:
+        lines.append(str(pl))
+    lines.append("")
+    bd = res.get("breakdown")
+    lines += ["## 4. Where the time goes", ""]
+    if isinstance(bd, dict):
+        names = list(bd["solver"][0]["per_block_s"]) if bd["solver"] else []
+        lines += ["Assignment solver, per k x k block (us), and per B=256 batch (disjoint halves):", "",
+                  "| k | " + " | ".join(f"{n} us/block" for n in names) + " | scipy us/batch |",
+                  "|---|" + "---|" * (len(names) + 1)]
+        for r in bd["solver"]:
+            lines.append(f"| {r['k']} | " + " | ".join(f"{r['per_block_s'][n] * 1e6:.3g}" for n in names)
+                         + f" | {r['per_batch_s']['scipy'] * 1e6:.3g} |")
+        lines += ["", "k-mixup stages at B=256 (ms):", "",
+                  "| k | D | plan | distance | solve | assemble+lambdas | blend | distance GFLOP/s | "
+                  "distance x floor |", "|---|---|---|---|---|---|---|---|---|"]
+        for s, dd in zip(bd["stages"], bd["distance"]):
+            t = s["times_s"]
+            lines.append(f"| {s['k']} | {s['D']} | {_ms(t['plan'])} | {_ms(t['distance'])} | {_ms(t['solve'])} | "
+                         f"{_ms(t['assemble+lambdas'])} | {_ms(t['blend'])} | {dd['GFLOPs']:.3g} | "
+                         f"{_x(dd['x_floor'])} |")
+    else:
+        lines.append(str(bd))
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _versions() -> dict:
+    import scipy
+
+    v = {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__}
+    try:
+        import nvidia.dali as dali
+
+        v["dali"] = dali.__version__
+    except ImportError:
+        pass
+    return v
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="dali-mixup bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke test: small sizes, few repeats (< 30 s)")
+    p.add_argument("--out", default="bench-results", help="folder for results.json and results.md")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    p.add_argument("--suites", default="kmixup,zeta,pipeline,breakdown",
+                   help="comma-separated subset of kmixup,zeta,pipeline,breakdown")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    suites = [s.strip() for s in args.suites.split(",") if s.strip()]
+    unknown = set(suites) - {"kmixup", "zeta", "pipeline", "breakdown"}
+    if unknown:
+        print(f"dali-mixup bench: unknown suite(s) {sorted(unknown)}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"device": args.device, "quick": args.quick, "cpus": os.cpu_count(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "platform": platform.platform(),
+            "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
+            **_versions()}
+    res: dict = {"meta": meta}
+    try:
+        be = Backend(args.device)
+    except Exception as e:  # no GPU here: write the structure with every figure marked
+        meta["device_name"] = "none"
+        res["status"] = f"{NOT_MEASURED_GPU}: {type(e).__name__}: {e}"
+        for s in ("floor", "kmixup", "zeta", "pipeline", "breakdown"):
+            res[s] = NOT_MEASURED_GPU
+        res["targets"] = evaluate_targets({})
+        _write(out, res)
+        _log(res["status"])
+        return 0
+    meta["device_name"] = be.name
+    warm_allocator()
+    timer = Timer(be, args.quick)
+    q = args.quick
+    ds = (784,) if q else (784, 3072, 150528)
+    t0 = time.perf_counter()
+    res["floor"] = measure_floor(be, timer)
+    _log(f"floor: {res['floor']['bandwidth_GBps']:.1f} GB/s, {res['floor']['sgemm_GFLOPs']:.0f} GFLOP/s")
+    if "kmixup" in suites:
+        res["kmixup"] = suite_kmixup(be, timer, res["floor"], ds, (16,) if q else (16, 32, 64), B_DEFAULT)
+    if "zeta" in suites:
+        res["zeta"] = suite_zeta(be, timer, res["floor"], ds, (32,) if q else (32, 128, 256))
+    if "pipeline" in suites:
+        try:
+            res["pipeline"] = suite_pipeline(be, timer, B_DEFAULT, 256 if q else 1024, 1 if q else 3)
+        except ImportError as e:
+            res["pipeline"] = f"not measured (DALI not installed: {e})"
+    if "breakdown" in suites:
+        res["breakdown"] = suite_breakdown(be, timer, res["floor"], ds,
+                                           (2, 16) if q else (2, 4, 8, 16, 32, 64, 128, 256), B_DEFAULT)
+    meta["elapsed_s"] = time.perf_counter() - t0
+    res["targets"] = evaluate_targets(res)
+    _write(out, res)
+    _log(f"wrote {out / 'results.json'} and {out / 'results.md'} in {meta['elapsed_s']:.1f} s")
+    return 0
+
+
+def _write(out: Path, res: dict) -> None:
+    (out / "results.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
+    (out / "results.md").write_text(to_markdown(res))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

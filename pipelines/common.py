@@ -1,0 +1,130 @@
+"""Shared pieces of the ready-made pipelines: device choice, the mixing step, sharding maths.
+
+Everything DALI is imported lazily so ``import pipelines`` stays cheap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIXINGS = ("none", "mixup", "kmixup", "zeta")
+DEVICES = ("cpu", "gpu")
+
+
+class DeviceError(RuntimeError):
+    """``device="gpu"`` was asked for on a machine where DALI or torch sees no CUDA GPU."""
+
+
+def _dali_gpu_count() -> int:
+    try:
+        from nvidia.dali import backend
+        return int(backend.GetCUDADeviceCount())
+    except Exception:  # no driver, no libcuda: no GPU for DALI
+        return 0
+
+
+def _torch_has_cuda() -> bool:
+    try:
+        import torch
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def resolve_device(device: str, local_rank: int = 0):
+    """Return the DALI ``device_id`` for ``device`` (``None`` for CPU pipelines).
+
+    ``"gpu"`` fails here, before any pipeline is built, when no CUDA GPU is visible to DALI or
+    torch, instead of failing later inside the decoder with an opaque CUDA error.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "cpu":
+        return None
+    dali_n = _dali_gpu_count()
+    torch_ok = _torch_has_cuda()
+    if dali_n < 1 or not torch_ok:
+        raise DeviceError(
+            "device='gpu' needs a CUDA GPU, but none is usable here "
+            f"(DALI sees {dali_n} CUDA device(s), torch.cuda.is_available() = {torch_ok}). "
+            "Run with --device cpu (same code, CPU pipelines), or install a CUDA build of "
+            "torch and run on a machine with an NVIDIA GPU.")
+    return local_rank % dali_n
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """Which mixing a training pipeline applies, with its parameters.
+
+    Attributes:
+        mixing: ``"none"`` (ERM, one-hot labels), ``"mixup"``, ``"kmixup"`` or ``"zeta"``.
+        alpha: lam ~ Beta(alpha, alpha) for mixup / k-mixup.
+        k: k-mixup block size (clamped by the operator to what the batch allows).
+        gamma: zeta-mixup exponent, or a ``(low, high)`` range sampled per batch.
+        T: zeta-mixup samples per mix (None: the whole batch).
+        cost: k-mixup cost, ``"sqeuclidean"`` or ``"euclidean"``.
+        label_smoothing: applied to one-hot labels (also for ``"none"``).
+    """
+
+    mixing: str = "none"
+    alpha: float = 1.0
+    k: int = 16
+    gamma: float | tuple = 2.8
+    T: int | None = None
+    cost: str = "sqeuclidean"
+    label_smoothing: float = 0.0
+
+    def __post_init__(self):
+        if self.mixing not in MIXINGS:
+            raise ValueError(f"mixing must be one of {MIXINGS}, got {self.mixing!r}")
+
+
+def apply_mixing(images, labels, mix: MixConfig, num_classes: int, *, seed=None,
+                 return_info: bool = False):
+    """Mix a batch inside a pipeline; returns ``(images, soft_labels[, info...])``.
+
+    ``labels`` are class ids from a reader / external source. Soft labels are float32 ``[C]``
+    per sample for every mixing (one-hot, optionally smoothed, for ``"none"``), so the
+    training loop is the same for all of them. With ``return_info`` a third output is the
+    partner index (k-mixup / mixup, int32) or the zeta index row, and a fourth the lam /
+    weights.
+    """
+    from nvidia.dali import fn, types
+
+    import dali_mixup.fn as mfn
+
+    m = mix.mixing
+    if m == "none":
+        eps = float(mix.label_smoothing)
+        soft = fn.one_hot(labels, num_classes=num_classes, dtype=types.FLOAT,
+                          on_value=1.0 - eps + eps / num_classes, off_value=eps / num_classes)
+        soft = fn.reshape(soft, shape=[num_classes])
+        if images.device == "gpu":
+            soft = soft.gpu()
+        return (images, soft, None, None) if return_info else (images, soft)
+    if m == "mixup":
+        return mfn.mixup(images, labels, alpha=mix.alpha, num_classes=num_classes,
+                         label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed)
+    if m == "kmixup":
+        return mfn.k_mixup(images, labels, k=mix.k, alpha=mix.alpha, num_classes=num_classes,
+                           cost=mix.cost, label_smoothing=mix.label_smoothing,
+                           return_info=return_info, seed=seed)
+    return mfn.zeta_mixup(images, labels, gamma=mix.gamma, T=mix.T, num_classes=num_classes,
+                          label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed)
+
+
+def shard_bounds(n: int, shard_id: int, num_shards: int) -> tuple[int, int]:
+    """``[begin, end)`` of shard ``shard_id``: the split DALI's readers use."""
+    return (n * shard_id) // num_shards, (n * (shard_id + 1)) // num_shards
+
+
+def steps_per_epoch(n: int, batch_size: int, num_shards: int, policy: str) -> int:
+    """Batches every rank gets per epoch under a last-batch policy.
+
+    Shards differ by at most one sample; under ``"drop"`` every rank takes the number of full
+    batches of the *smallest* shard, so all ranks step together in data-parallel training.
+    """
+    smallest = n // num_shards
+    largest = -(-n // num_shards)
+    if policy == "drop":
+        return smallest // batch_size
+    return -(-largest // batch_size)

@@ -1,0 +1,225 @@
+"""ImageFolder pipelines: ``root/<class>/<image>`` files -> mixed images and soft labels.
+
+Training::
+
+    from pipelines.imagefolder import scan_imagefolder, imagefolder_pipeline
+    folder = scan_imagefolder("data/train")
+    pipe = imagefolder_pipeline(folder, batch_size=128, size=224, mixing="kmixup", k=16)
+    it = DALIGenericIterator(pipe, ["images", "labels"], reader_name="Reader",
+                             last_batch_policy=LastBatchPolicy.DROP)
+
+The graph: ``fn.readers.file`` (class subfolders become labels, sorted by name as torchvision
+does) -> ``fn.decoders.image`` (``mixed`` on GPU, ``cpu`` otherwise) -> random resized crop
+-> ``fn.crop_mirror_normalize`` (random flip, CHW float32) -> the chosen mixing. The
+validation variant (``training=False``) resizes the shorter side, centre-crops, does not shuffle
+and does not mix (labels stay int32 class ids).
+
+Last batch: the reader is built with ``pad_last_batch=True`` by default. Each shard then ends
+its epoch on its own samples (the last batch is padded by repeating the shard's last sample
+instead of wrapping into the next epoch or into another shard), and ``DALIGenericIterator``
+with ``reader_name="Reader"`` removes or keeps the padding according to its policy:
+
+* ``LastBatchPolicy.PARTIAL``: ``ceil(s / B)`` batches, the last one holds ``s % B`` samples;
+  every sample of the shard exactly once (use it for validation);
+* ``LastBatchPolicy.DROP``: ``floor(s / B)`` full batches; the tail is dropped (training);
+* ``LastBatchPolicy.FILL``: ``ceil(s / B)`` full batches; the last is filled with copies of
+  the shard's last sample,
+
+where ``s`` is this shard's size, ``floor(N * (i + 1) / W) - floor(N * i / W)`` for shard ``i``
+of ``W``. With ``pad_last_batch=False`` the reader wraps around instead, so PARTIAL/DROP
+epochs are no longer aligned with the shard's own samples.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .common import MixConfig, apply_mixing, resolve_device
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pnm", ".ppm",
+                  ".pgm", ".jp2")
+
+# ImageNet statistics on the 0..255 scale
+MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """A scanned image folder: absolute file paths, their class ids and the class names."""
+
+    root: str
+    files: tuple
+    labels: tuple
+    classes: tuple
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def scan_imagefolder(root: str, classes=None) -> ImageFolder:
+    """List ``root/<class>/**/<image>`` like torchvision's ImageFolder (classes sorted by name).
+
+    ``classes`` fixes the class list (e.g. the training set's, for a validation folder).
+    """
+    root = os.path.abspath(os.fspath(root))
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"image folder {root!r} does not exist")
+    found = sorted(d.name for d in os.scandir(root) if d.is_dir() and not d.name.startswith("."))
+    classes = tuple(classes) if classes is not None else tuple(found)
+    if not classes:
+        raise ValueError(f"{root!r} has no class subfolders (expected root/<class>/<image>)")
+    files, labels = [], []
+    for cid, name in enumerate(classes):
+        cdir = os.path.join(root, name)
+        if not os.path.isdir(cdir):
+            continue
+        for dp, dns, fns in os.walk(cdir, followlinks=True):
+            dns.sort()
+            for f in sorted(fns):
+                if f.lower().endswith(IMG_EXTENSIONS):
+                    files.append(os.path.join(dp, f))
+                    labels.append(cid)
+    if not files:
+        raise ValueError(f"no images with extensions {IMG_EXTENSIONS} under {root!r}")
+    return ImageFolder(root, tuple(files), tuple(labels), classes)
+
+
+def split_imagefolder(folder: ImageFolder, val_fraction: float = 0.2, seed: int = 0):
+    """Deterministic stratified train/validation split of one folder (no files are moved)."""
+    import numpy as np
+
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(folder.labels)
+    val = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        n_val = int(round(len(idx) * val_fraction))
+        if len(idx) > 1:
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        val[rng.permutation(idx)[:n_val]] = True
+
+    def pick(mask):
+        ids = np.flatnonzero(mask)
+        return ImageFolder(folder.root, tuple(folder.files[i] for i in ids),
+                           tuple(folder.labels[i] for i in ids), folder.classes)
+
+    return pick(~val), pick(val)
+
+
+def load_imagefolders(data: str, val_fraction: float = 0.2, seed: int = 0):
+    """``data/train`` + ``data/val`` when both exist, else a stratified split of ``data``."""
+    tr, va = os.path.join(data, "train"), os.path.join(data, "val")
+    if os.path.isdir(tr) and os.path.isdir(va):
+        train = scan_imagefolder(tr)
+        return train, scan_imagefolder(va, classes=train.classes)
+    return split_imagefolder(scan_imagefolder(data), val_fraction, seed)
+
+
+def _as_folder(source) -> ImageFolder:
+    return source if isinstance(source, ImageFolder) else scan_imagefolder(source)
+
+
+def imagefolder_pipeline(source, *, batch_size: int, size: int = 224, training: bool = True,
+                         mixing: str = "none", alpha: float = 1.0, k: int = 16,
+                         gamma=2.8, T: int | None = None, cost: str = "sqeuclidean",
+                         label_smoothing: float = 0.0, device: str = "cpu",
+                         shard_id: int = 0, num_shards: int = 1, reader_seed: int = 1234,
+                         pad_last_batch: bool = True, seed: int | None = None,
+                         num_threads: int = 2, gray: bool = False,
+                         crop_scale: tuple = (0.08, 1.0), flip: bool = True,
+                         mean=None, std=None, return_info: bool = False,
+                         local_rank: int = 0, prefetch_queue_depth: int = 2):
+    """Build (not yet run) the training or validation pipeline of an image folder.
+
+    Args:
+        source: an :class:`ImageFolder` or a directory ``root/<class>/<image>``.
+        batch_size: samples per batch per rank.
+        size: output height and width.
+        training: random resized crop + flip + mixing + shuffling; ``False`` gives the
+            validation variant (resize, centre crop, no mixing, int32 labels, no shuffling).
+        mixing, alpha, k, gamma, T, cost, label_smoothing: see :class:`~pipelines.common.MixConfig`.
+        device: ``"cpu"`` or ``"gpu"`` (decode ``mixed``, augment and mix on the GPU).
+        shard_id, num_shards: this rank's shard (``RANK`` / ``WORLD_SIZE`` under torchrun).
+        reader_seed: seed of the reader's shuffle; must be the same on every rank so that the
+            shards stay disjoint after every reshuffle (``shuffle_after_epoch=True``).
+        pad_last_batch: see the module docstring (default ``True``, the safe choice).
+        seed: pipeline seed (augmentation and mixing draws); default ``reader_seed + shard_id``.
+        gray: decode to one channel instead of RGB.
+        crop_scale: ``random_area`` range of the random resized crop.
+        flip: random horizontal flip in training.
+        mean, std: per-channel normalisation on the 0..255 scale (default ImageNet's; 127.5
+            and 127.5 per channel for ``gray``).
+        return_info: training only: also output ``originals`` (the unmixed images),
+            ``index`` (k-mixup/mixup: the partner, int32 scalar; zeta: int32 ``[T]``, entry 0
+            the sample itself; none: the class id) and ``weight`` (lam, float32 scalar; zeta:
+            the weights ``[T]``), for :mod:`pipelines.preview`.
+
+    Returns:
+        ``(pipeline, output_names)``. Training outputs ``images`` (float32 ``[C, H, W]``) and
+        ``labels`` (float32 soft ``[num_classes]``); validation outputs ``images`` and
+        ``labels`` (int32 ``[1]``). The reader is named ``"Reader"``.
+    """
+    from nvidia.dali import fn, pipeline_def, types
+
+    folder = _as_folder(source)
+    device_id = resolve_device(device, local_rank)
+    on_gpu = device == "gpu"
+    mix = MixConfig(mixing=mixing if training else "none", alpha=alpha, k=k, gamma=gamma, T=T,
+                    cost=cost, label_smoothing=label_smoothing)
+    num_classes = folder.num_classes
+    channels = 1 if gray else 3
+    if mean is None:
+        mean = (127.5,) if gray else MEAN_RGB
+    if std is None:
+        std = (127.5,) if gray else STD_RGB
+    mean, std = list(mean), list(std)
+    if len(mean) != channels or len(std) != channels:
+        raise ValueError(f"mean and std need {channels} value(s) for "
+                         f"{'gray' if gray else 'RGB'} images, got {mean}, {std}")
+    if not (0 <= shard_id < num_shards):
+        raise ValueError(f"shard_id must be in [0, {num_shards}), got {shard_id}")
+    if seed is None:
+        seed = reader_seed + 7919 * shard_id + (0 if training else 1)
+
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
+                  seed=seed, prefetch_queue_depth=prefetch_queue_depth)
+    def graph():
+        jpegs, labels = fn.readers.file(
+            files=list(folder.files), labels=list(folder.labels), name="Reader",
+            shard_id=shard_id, num_shards=num_shards, pad_last_batch=pad_last_batch,
+            shuffle_after_epoch=training, seed=reader_seed)
+        out_type = types.GRAY if gray else types.RGB
+        images = fn.decoders.image(jpegs, device="mixed" if on_gpu else "cpu",
+                                   output_type=out_type)
+        if training:
+            images = fn.random_resized_crop(images, size=[size, size],
+                                            random_area=list(crop_scale),
+                                            random_aspect_ratio=[3 / 4, 4 / 3])
+            mirror = fn.random.coin_flip(probability=0.5) if flip else 0
+        else:
+            images = fn.resize(images, resize_shorter=size if size <= 32 else int(size * 8 / 7))
+            mirror = 0
+        images = fn.crop_mirror_normalize(images, crop=[size, size], mirror=mirror,
+                                          mean=mean, std=std, dtype=types.FLOAT,
+                                          output_layout="CHW")
+        if not training:
+            return images, labels
+        if return_info:
+            mixed, soft, a, b = apply_mixing(images, labels, mix, num_classes,
+                                             return_info=True)
+            if a is None:  # no mixing: identity partner, lam 1
+                return mixed, soft, images, labels, labels
+            return mixed, soft, images, a, b
+        return apply_mixing(images, labels, mix, num_classes)
+
+    names = ["images", "labels"]
+    if training and return_info:
+        names += ["originals", "index", "weight"]
+    return graph(), names

@@ -1,0 +1,172 @@
+"""A picture grid of one mixed batch from an image folder.
+
+::
+
+    dali-mixup preview DIR --mixing kmixup --k 8 --batch-size 16 --out kmixup_batch.png
+
+Every cell shows one mixed image and bars with its top soft-label classes and their weights.
+For mixup and k-mixup the cell title names the partner (``#3 + #11``) and lam, cells of one
+matched pair share a coloured frame and a line connects them; for zeta-mixup the title gives
+the weight of the sample itself (the dominant one) and its strongest other contributor.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from .common import MIXINGS
+
+
+def mixed_batch(source, *, mixing: str = "kmixup", batch_size: int = 16, size: int = 32,
+                gray: bool = False, k: int = 8, alpha: float = 1.0, gamma=2.8,
+                T: int | None = None, seed: int = 0, crop_scale=(0.08, 1.0), flip: bool = True,
+                device: str = "cpu"):
+    """Run the training pipeline once with ``return_info=True``; returns a dict of NumPy
+    arrays (``images``, ``labels``, ``originals``, ``index``, ``weight``) and ``classes``,
+    ``mean``, ``std`` (for display)."""
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+    from .imagefolder import MEAN_RGB, STD_RGB, imagefolder_pipeline, scan_imagefolder
+
+    folder = source if not isinstance(source, str) else scan_imagefolder(source)
+    pipe, names = imagefolder_pipeline(folder, batch_size=batch_size, size=size, gray=gray,
+                                       mixing=mixing, k=k, alpha=alpha, gamma=gamma, T=T,
+                                       reader_seed=seed, seed=seed, crop_scale=crop_scale,
+                                       flip=flip, device=device, return_info=True)
+    it = DALIGenericIterator(pipe, names, reader_name="Reader",
+                             last_batch_policy=LastBatchPolicy.PARTIAL)
+    batch = next(iter(it))[0]
+    out = {name: batch[name].cpu().numpy() for name in names}
+    out.update(classes=list(folder.classes), mixing=mixing,
+               mean=np.array((127.5,) if gray else MEAN_RGB, np.float32),
+               std=np.array((127.5,) if gray else STD_RGB, np.float32))
+    del it, pipe
+    return out
+
+
+def _to_display(img, mean, std):
+    x = img * std[:, None, None] + mean[:, None, None]
+    x = np.clip(x / 255.0, 0.0, 1.0).transpose(1, 2, 0)
+    return x[..., 0] if x.shape[-1] == 1 else x
+
+
+def plot_batch(batch: dict, path: str, *, top: int = 3, cols: int | None = None,
+               title: str | None = None) -> str:
+    """Draw a batch from :func:`mixed_batch` to ``path`` (PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import ConnectionPatch
+
+    images, labels = batch["images"], batch["labels"]
+    classes, mixing = batch["classes"], batch["mixing"]
+    n = len(images)
+    cols = cols or min(8, n)
+    rows = -(-n // cols)
+    fig = plt.figure(figsize=(1.9 * cols, 2.6 * rows + 0.5))
+    outer = fig.add_gridspec(rows, cols, hspace=0.35, wspace=0.35)
+    pair_mode = mixing in ("mixup", "kmixup")
+    partner = batch["index"].reshape(n, -1)[:, 0].astype(int) if pair_mode else None
+    lam = batch["weight"].reshape(n, -1) if mixing != "none" else None
+    colors = plt.get_cmap("tab20")
+    pair_color, img_axes = {}, []
+    if pair_mode:
+        seen = 0
+        for i in range(n):
+            key = tuple(sorted((i, int(partner[i]))))
+            if key not in pair_color:
+                pair_color[key] = colors(seen % 20)
+                seen += 1
+    top = min(top, labels.shape[1])
+    for i in range(n):
+        r, c = divmod(i, cols)
+        cell = outer[r, c].subgridspec(2, 1, height_ratios=[3.0, 1.1], hspace=0.08)
+        ax = fig.add_subplot(cell[0])
+        img = _to_display(images[i], batch["mean"], batch["std"])
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if pair_mode:
+            j = int(partner[i])
+            col = pair_color[tuple(sorted((i, j)))]
+            for s in ax.spines.values():
+                s.set_edgecolor(col)
+                s.set_linewidth(3)
+            ax.set_title(f"#{i} + #{j}  λ={float(lam[i, 0]):.2f}", fontsize=7)
+        elif mixing == "zeta":
+            idx = batch["index"][i]
+            ax.set_title(f"#{i}: self {float(lam[i, 0]):.2f}, #{int(idx[1])} "
+                         f"{float(lam[i, 1]):.2f}" if idx.size > 1 else f"#{i}", fontsize=7)
+        else:
+            ax.set_title(f"#{i}", fontsize=7)
+        img_axes.append(ax)
+        bx = fig.add_subplot(cell[1])
+        order = np.argsort(-labels[i])[:top]
+        w = labels[i][order]
+        bx.barh(range(top), w, color=["C0", "C1", "C2", "C3", "C4"][:top])
+        bx.set_xlim(0, 1)
+        bx.set_yticks(range(top))
+        bx.set_yticklabels([str(classes[o])[:10] for o in order], fontsize=6)
+        bx.invert_yaxis()
+        bx.tick_params(axis="x", labelsize=5)
+        for y, v in enumerate(w):
+            bx.text(min(v + 0.02, 0.75), y, f"{v:.2f}", va="center", fontsize=6)
+    if pair_mode:  # lines between the matched pairs
+        drawn = set()
+        for i in range(n):
+            j = int(partner[i])
+            key = tuple(sorted((i, j)))
+            if i == j or key in drawn or j >= n:
+                continue
+            drawn.add(key)
+            con = ConnectionPatch(xyA=(0.5, 0.5), coordsA="axes fraction", axesA=img_axes[i],
+                                  xyB=(0.5, 0.5), coordsB="axes fraction", axesB=img_axes[j],
+                                  color=pair_color[key], lw=1.5, alpha=0.6,
+                                  arrowstyle="-" if int(partner[j]) == i else "->")
+            fig.add_artist(con)
+    names = {"none": "no mixing (ERM)", "mixup": "mixup", "kmixup": "k-mixup",
+             "zeta": "zeta-mixup"}
+    fig.suptitle(title or f"one {names.get(mixing, mixing)} batch: mixed images and their "
+                 f"top-{top} soft-label weights", fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="dali-mixup preview", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("data", metavar="DIR", help="image folder DIR/<class>/<image>")
+    p.add_argument("--mixing", choices=MIXINGS, default="kmixup")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--gamma", type=float, default=2.8)
+    p.add_argument("--T", type=int, default=None)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--gray", action="store_true")
+    p.add_argument("--crop-scale", type=float, nargs=2, default=[0.35, 1.0], metavar=("LO", "HI"))
+    p.add_argument("--no-flip", dest="flip", action="store_false")
+    p.add_argument("--top", type=int, default=3, help="soft-label classes shown per image")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    p.add_argument("--out", default="mixed_batch.png")
+    a = p.parse_args(argv)
+    from .common import DeviceError
+    try:
+        batch = mixed_batch(a.data, mixing=a.mixing, batch_size=a.batch_size, size=a.size,
+                            gray=a.gray, k=a.k, alpha=a.alpha, gamma=a.gamma, T=a.T,
+                            seed=a.seed, crop_scale=tuple(a.crop_scale), flip=a.flip,
+                            device=a.device)
+    except DeviceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(plot_batch(batch, a.out, top=a.top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

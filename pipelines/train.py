@@ -1,0 +1,424 @@
+"""Training entry point: PyTorch over ``DALIGenericIterator`` with mixed batches and soft labels.
+
+One process::
+
+    dali-mixup train --data DIR --mixing kmixup --k 16 --epochs 30 --model resnet18 --size 32
+    dali-mixup train --arrays digits --mixing zeta --epochs 20       # in-memory arrays
+
+Data parallel (one process per rank, each reading a disjoint shard; gloo on CPU, nccl on GPU)::
+
+    torchrun --standalone --nproc_per_node=2 -m pipelines.train --data DIR --mixing kmixup
+
+``DIR`` is ``DIR/train`` + ``DIR/val`` (both ``<class>/<image>``) or one ``<class>/<image>``
+folder split into train/validation (``--val-fraction``). Every epoch ends with a validation
+pass on the unmixed validation pipeline (the ranks' shards together cover every validation
+image exactly once). Rank 0 writes ``OUT/NAME.json`` (config, per-epoch history, final and
+best accuracy, throughput) and ``OUT/NAME.png`` (learning curves).
+
+Last batch: training uses ``LastBatchPolicy.DROP`` with ``pad_last_batch=True`` readers (every
+rank runs the same ``floor(floor(N / W) / B)`` steps, so data-parallel ranks never wait for
+one another), validation ``LastBatchPolicy.PARTIAL`` (every sample exactly once).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+from .common import MIXINGS, MixConfig, resolve_device, steps_per_epoch
+
+
+@dataclass
+class TrainConfig:
+    data: str | None = None          # image folder (DIR/train + DIR/val, or one split folder)
+    arrays: str | None = None        # "digits" or an .npz with x_train, y_train, x_val, y_val
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    mixing: str = "none"
+    alpha: float = 1.0
+    k: int = 16
+    gamma: float = 2.8
+    T: int | None = None
+    cost: str = "sqeuclidean"
+    label_smoothing: float = 0.0
+    model: str = "small_cnn"
+    width: int = 32                  # small_cnn channels
+    size: int = 32
+    gray: bool = False
+    crop_scale: tuple = (0.08, 1.0)
+    flip: bool = True
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+    dali_threads: int = 2
+    torch_threads: int | None = None
+    out: str = "runs"
+    name: str | None = None
+    progress: bool = True
+    plot: bool = True
+    extra: dict = field(default_factory=dict)  # free-form notes copied into the results
+
+
+# ----------------------------------------------------------------------------- distributed
+
+
+def _dist_env():
+    """(rank, world, local_rank) from torchrun's environment (1 process: 0, 1, 0)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return rank, world, local
+
+
+def _init_distributed(device: str):
+    import torch.distributed as dist
+
+    rank, world, local = _dist_env()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device == "gpu" else "gloo")
+    return rank, world, local
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _load_arrays(cfg: TrainConfig):
+    import numpy as np
+
+    from .arrays import digits_split
+
+    if cfg.arrays == "digits":
+        return digits_split(cfg.val_fraction, cfg.split_seed)
+    with np.load(cfg.arrays) as z:
+        missing = {"x_train", "y_train", "x_val", "y_val"} - set(z.files)
+        if missing:
+            raise ValueError(f"{cfg.arrays}: missing arrays {sorted(missing)}")
+        return z["x_train"], z["y_train"], z["x_val"], z["y_val"]
+
+
+class Loaders:
+    """Training and validation iterators of this rank, plus what the model needs to know."""
+
+    def __init__(self, cfg: TrainConfig, rank: int, world: int, local_rank: int):
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        mix = dict(mixing=cfg.mixing, alpha=cfg.alpha, k=cfg.k, gamma=cfg.gamma, T=cfg.T,
+                   cost=cfg.cost, label_smoothing=cfg.label_smoothing)
+        common = dict(batch_size=cfg.batch_size, device=cfg.device, shard_id=rank,
+                      num_shards=world, reader_seed=1234 + cfg.seed,
+                      num_threads=cfg.dali_threads, local_rank=local_rank)
+        if (cfg.data is None) == (cfg.arrays is None):
+            raise ValueError("give exactly one of --data DIR or --arrays digits|FILE.npz")
+        if cfg.data is not None:
+            from .imagefolder import imagefolder_pipeline, load_imagefolders
+
+            train, val = load_imagefolders(cfg.data, cfg.val_fraction, cfg.split_seed)
+            img = dict(size=cfg.size, gray=cfg.gray)
+            tp, tnames = imagefolder_pipeline(train, training=True, crop_scale=cfg.crop_scale,
+                                              flip=cfg.flip, **img, **mix, **common)
+            vp, vnames = imagefolder_pipeline(val, training=False, **img, **common)
+            self.train_it = DALIGenericIterator(tp, tnames, reader_name="Reader",
+                                                last_batch_policy=LastBatchPolicy.DROP)
+            self.val_it = DALIGenericIterator(vp, vnames, reader_name="Reader",
+                                              last_batch_policy=LastBatchPolicy.PARTIAL)
+            self.classes = list(train.classes)
+            self.n_train, self.n_val = len(train), len(val)
+            self.in_channels, self.image_size = (1 if cfg.gray else 3), cfg.size
+            self.steps = steps_per_epoch(len(train), cfg.batch_size, world, "drop")
+        else:
+            from .arrays import arrays_pipeline
+
+            xt, yt, xv, yv = _load_arrays(cfg)
+            nc = int(max(yt.max(), yv.max())) + 1
+            tp, tnames = arrays_pipeline(xt, yt, training=True, num_classes=nc, **mix, **common)
+            vp, vnames = arrays_pipeline(xv, yv, training=False, num_classes=nc, **common)
+            self.train_it = DALIGenericIterator(tp, tnames)
+            self.val_it = DALIGenericIterator(vp, vnames)
+            self.classes = [str(c) for c in range(nc)]
+            self.n_train, self.n_val = len(yt), len(yv)
+            self.in_channels = xt.shape[-1] if xt.ndim == 4 else 1
+            self.image_size = xt.shape[1]
+            self.steps = tp.epoch_source.steps
+        if self.steps < 1:
+            raise ValueError(f"batch size {cfg.batch_size} x {world} rank(s) is larger than the "
+                             f"{self.n_train} training samples: no full batch per epoch")
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int):
+    def f(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+    return f
+
+
+def evaluate(model, val_it, device, world: int):
+    """Hard-label cross-entropy and accuracy over the whole validation set (all ranks)."""
+    import torch
+    import torch.nn.functional as F
+
+    model.eval()
+    stats = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+    with torch.no_grad():
+        for batch in val_it:
+            x = batch[0]["images"].to(device, non_blocking=True)
+            y = batch[0]["labels"].reshape(-1).long().to(device)
+            logits = model(x)
+            stats[0] += F.cross_entropy(logits, y, reduction="sum").double()
+            stats[1] += (logits.argmax(1) == y).sum().double()
+            stats[2] += y.numel()
+    val_it.reset()
+    if world > 1:
+        import torch.distributed as dist
+        dist.all_reduce(stats)
+    loss, correct, count = stats.tolist()
+    return loss / max(count, 1), correct / max(count, 1), int(count)
+
+
+def run(cfg: TrainConfig, *, log=print) -> dict:
+    """Train and validate with ``cfg``; returns the results dict (rank 0 also writes files)."""
+    import torch
+
+    from dali_mixup.torch import soft_target_cross_entropy
+
+    from .models import build_model
+
+    MixConfig(mixing=cfg.mixing)  # validates the name before any work
+    resolve_device(cfg.device)  # a clear error now, not a CUDA error inside DALI
+    rank, world, local = _init_distributed(cfg.device)
+    if cfg.device == "gpu":
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    # one core per rank is left to DALI's threads: oversubscribed OpenMP threads make small
+    # models many times slower on a few cores
+    torch.set_num_threads(cfg.torch_threads or max(1, (ncpu or 1) // world - 1))
+    torch.manual_seed(cfg.seed)
+
+    loaders = Loaders(cfg, rank, world, local)
+    model = build_model(cfg.model, loaders.in_channels, len(loaders.classes),
+                        loaders.image_size, cfg.width).to(device)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[local] if cfg.device == "gpu" else None)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=0.9, nesterov=True,
+                              weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {cfg.optimizer!r}")
+    steps = loaders.steps
+    total = steps * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _lr_lambda(total, int(round(cfg.warmup_epochs * steps))))
+
+    name = cfg.name or cfg.mixing
+    show = cfg.progress and rank == 0
+    history = []
+    t_start = time.perf_counter()
+    bar = None
+    if show:
+        from tqdm import tqdm
+        bar = tqdm(total=total, desc=name, unit="step", dynamic_ncols=True, leave=False,
+                   file=sys.stderr)
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        seen = 0
+        for i, batch in enumerate(loaders.train_it):
+            if i >= steps:  # a larger shard's extra full batch: drained, not trained on
+                continue
+            x = batch[0]["images"].to(device, non_blocking=True)
+            y = batch[0]["labels"].to(device, non_blocking=True)
+            loss = soft_target_cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach().double() * x.shape[0]
+            seen += x.shape[0]
+            if bar is not None:
+                rate = seen * world / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss.item():.3f}",
+                                img_s=f"{rate:.0f}")
+                bar.update(1)
+        loaders.train_it.reset()
+        t_train = time.perf_counter() - t0
+        stats = torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64,
+                                                    device=device)])
+        if world > 1:
+            import torch.distributed as dist
+            dist.all_reduce(stats)
+        train_loss = (stats[0] / stats[1].clamp(min=1)).item()
+        val_loss, val_acc, n_val = evaluate(model, loaders.val_it, device, world)
+        rec = dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_acc=val_acc,
+                   train_samples=int(stats[1].item()), val_samples=n_val,
+                   train_time_s=t_train, epoch_time_s=time.perf_counter() - t0,
+                   train_samples_per_s=stats[1].item() / max(t_train, 1e-9),
+                   lr=opt.param_groups[0]["lr"])
+        history.append(rec)
+        if bar is not None:
+            bar.write(f"[{name}] epoch {epoch}/{cfg.epochs}  train loss {train_loss:.4f}  "
+                      f"val loss {val_loss:.4f}  val acc {val_acc:.4f}  "
+                      f"{rec['train_samples_per_s']:.0f} img/s")
+    if bar is not None:
+        bar.close()
+    results = dict(
+        name=name, config=_jsonable(asdict(cfg)), world_size=world, device=cfg.device,
+        classes=loaders.classes, num_train=loaders.n_train, num_val=loaders.n_val,
+        steps_per_epoch=steps, history=history,
+        final_val_acc=history[-1]["val_acc"], best_val_acc=max(h["val_acc"] for h in history),
+        final_train_loss=history[-1]["train_loss"],
+        total_time_s=time.perf_counter() - t_start,
+        mean_train_samples_per_s=sum(h["train_samples"] for h in history)
+        / max(sum(h["train_time_s"] for h in history), 1e-9),
+        torch_threads=torch.get_num_threads(), **cfg.extra)
+    if rank == 0 and cfg.out:
+        os.makedirs(cfg.out, exist_ok=True)
+        path = os.path.join(cfg.out, f"{name}.json")
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2)
+        results["results_path"] = path
+        if cfg.plot:
+            results["plot_path"] = plot_history({name: history},
+                                                os.path.join(cfg.out, f"{name}.png"))
+    del loaders
+    return results
+
+
+def _jsonable(d):
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def plot_history(histories: dict, path: str) -> str:
+    """Learning curves (train/val loss, val accuracy per epoch) of one or more runs -> PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, (name, hist) in enumerate(histories.items()):
+        ep = [h["epoch"] for h in hist]
+        c = f"C{i}"
+        a1.plot(ep, [h["train_loss"] for h in hist], c, ls="--", label=f"{name} train")
+        a1.plot(ep, [h["val_loss"] for h in hist], c, label=f"{name} val")
+        a2.plot(ep, [100 * h["val_acc"] for h in hist], c, marker="o", ms=3, label=name)
+    a1.set(xlabel="epoch", ylabel="cross-entropy",
+           title="loss (dashed: training batches, as mixed)")
+    a2.set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy")
+    a1.legend(fontsize=7)
+    a2.legend(fontsize=8)
+    a1.grid(alpha=0.3)
+    a2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def build_parser(prog: str = "dali-mixup train") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = TrainConfig()
+    src = p.add_argument_group("data")
+    src.add_argument("--data", metavar="DIR", help="image folder: DIR/train + DIR/val, or "
+                     "DIR/<class>/<image> split by --val-fraction")
+    src.add_argument("--arrays", metavar="digits|FILE.npz",
+                     help="in-memory arrays instead: 'digits' (scikit-learn) or an .npz with "
+                     "x_train, y_train, x_val, y_val")
+    src.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    src.add_argument("--size", type=int, default=d.size, help="image size (image folders)")
+    src.add_argument("--gray", action="store_true", help="decode to one channel")
+    src.add_argument("--crop-scale", type=float, nargs=2, default=list(d.crop_scale),
+                     metavar=("LO", "HI"), help="random resized crop area range")
+    src.add_argument("--no-flip", dest="flip", action="store_false", help="no random flip")
+    mx = p.add_argument_group("mixing")
+    mx.add_argument("--mixing", choices=MIXINGS, default=d.mixing)
+    mx.add_argument("--alpha", type=float, default=d.alpha, help="Beta(alpha, alpha)")
+    mx.add_argument("--k", type=int, default=d.k, help="k-mixup block size")
+    mx.add_argument("--gamma", type=float, default=d.gamma, help="zeta-mixup exponent")
+    mx.add_argument("--T", type=int, default=None, help="zeta-mixup samples per mix")
+    mx.add_argument("--cost", choices=("sqeuclidean", "euclidean"), default=d.cost)
+    mx.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    tr = p.add_argument_group("training")
+    tr.add_argument("--model", choices=("small_cnn", "resnet18"), default=d.model)
+    tr.add_argument("--width", type=int, default=d.width, help="small_cnn channels")
+    tr.add_argument("--epochs", type=int, default=d.epochs)
+    tr.add_argument("--batch-size", type=int, default=d.batch_size, help="per rank")
+    tr.add_argument("--optimizer", choices=("sgd", "adamw"), default=d.optimizer)
+    tr.add_argument("--lr", type=float, default=d.lr)
+    tr.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    tr.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    tr.add_argument("--seed", type=int, default=d.seed)
+    tr.add_argument("--device", choices=("cpu", "gpu"), default=d.device)
+    tr.add_argument("--dali-threads", type=int, default=d.dali_threads)
+    tr.add_argument("--torch-threads", type=int, default=None,
+                    help="default: CPUs per rank - 1 (at least 1)")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", default=d.out, help="directory for NAME.json and NAME.png")
+    out.add_argument("--name", default=None, help="run name (default: the mixing)")
+    out.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        data=a.data, arrays=a.arrays, val_fraction=a.val_fraction, mixing=a.mixing,
+        alpha=a.alpha, k=a.k, gamma=a.gamma, T=a.T, cost=a.cost,
+        label_smoothing=a.label_smoothing, model=a.model, width=a.width, size=a.size, gray=a.gray,
+        crop_scale=tuple(a.crop_scale), flip=a.flip, epochs=a.epochs, batch_size=a.batch_size,
+        optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay,
+        warmup_epochs=a.warmup_epochs, seed=a.seed, device=a.device,
+        dali_threads=a.dali_threads, torch_threads=a.torch_threads, out=a.out, name=a.name,
+        progress=a.progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    a = p.parse_args(argv)
+    if (a.data is None) == (a.arrays is None):
+        p.error("give exactly one of --data DIR or --arrays digits|FILE.npz")
+    from .common import DeviceError
+    try:
+        res = run(config_from_args(a))
+    except DeviceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{res['name']}: final val acc {100 * res['final_val_acc']:.2f}%  "
+              f"best {100 * res['best_val_acc']:.2f}%  ({res['num_val']} val images, "
+              f"{res['world_size']} rank(s), {res['total_time_s']:.1f} s, "
+              f"{res['mean_train_samples_per_s']:.0f} train img/s)")
+        if "results_path" in res:
+            print(f"results: {res['results_path']}" + (f"  curves: {res['plot_path']}"
+                                                       if "plot_path" in res else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

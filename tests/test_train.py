@@ -1,0 +1,202 @@
+"""Training end to end on CPU, and data-parallel runs with 2 processes under torchrun (gloo)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+from dali_mixup.torch import soft_target_cross_entropy
+from pipelines import train
+from pipelines.imagefolder import imagefolder_pipeline
+from pipelines.models import SmallCNN
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_learnable_folder(root, n_per_class=16, num_classes=3, size=8, seed=0):
+    """Three classes told apart by where the bright bar is (rows / columns / diagonal)."""
+    rng = np.random.default_rng(seed)
+    for c in range(num_classes):
+        os.makedirs(os.path.join(root, f"c{c}"), exist_ok=True)
+        for i in range(n_per_class):
+            img = rng.integers(0, 60, (size, size)).astype(np.uint8)
+            j = rng.integers(1, size - 1)
+            if c == 0:
+                img[j, :] = 230
+            elif c == 1:
+                img[:, j] = 230
+            else:
+                np.fill_diagonal(img, 230)
+            Image.fromarray(img, mode="L").save(os.path.join(root, f"c{c}", f"{i:02d}.png"))
+    return str(root)
+
+
+def make_id_folder(root, n_per_class=7, num_classes=3):
+    """Constant images, value 10 * (id + 1): the id survives every augmentation."""
+    sid = 0
+    for c in range(num_classes):
+        os.makedirs(os.path.join(root, f"c{c}"), exist_ok=True)
+        for i in range(n_per_class):
+            sid += 1
+            Image.fromarray(np.full((8, 8), 10 * sid, np.uint8), mode="L").save(
+                os.path.join(root, f"c{c}", f"{i:02d}.png"))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def learnable(tmp_path_factory):
+    return make_learnable_folder(tmp_path_factory.mktemp("learnable"))
+
+
+def test_file_reader_kmixup_iterator_training_steps_lower_the_loss(learnable):
+    """readers.file -> decode -> crop/normalize -> k-mixup -> DALIGenericIterator -> SGD."""
+    torch.manual_seed(0)
+    pipe, names = imagefolder_pipeline(learnable, batch_size=16, size=8, gray=True,
+                                       mixing="kmixup", k=4, flip=False, crop_scale=(0.8, 1.0))
+    it = DALIGenericIterator(pipe, names, reader_name="Reader",
+                             last_batch_policy=LastBatchPolicy.DROP)
+    model = SmallCNN(1, 3, width=8)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    val, vnames = imagefolder_pipeline(learnable, batch_size=48, size=8, gray=True,
+                                       training=False)
+    vbatch = next(iter(DALIGenericIterator(val, vnames, reader_name="Reader")))[0]
+    xv, yv = vbatch["images"], vbatch["labels"].reshape(-1).long()
+
+    def val_loss():
+        model.eval()
+        with torch.no_grad():
+            return torch.nn.functional.cross_entropy(model(xv), yv).item()
+
+    before = val_loss()
+    losses = []
+    for _ in range(12):
+        model.train()
+        for b in it:
+            x, y = b[0]["images"], b[0]["labels"]
+            assert x.shape == (16, 1, 8, 8) and y.shape == (16, 3)
+            assert (y.max(1).values < 1).any(), "k-mixup produced soft labels"
+            loss = soft_target_cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        it.reset()
+    after = val_loss()
+    assert len(losses) == 12 * 3
+    # the mixed-batch loss has a floor (the soft labels' entropy); the clean loss does not
+    assert np.mean(losses[-6:]) < 0.9 * np.mean(losses[:6])
+    assert after < 0.6 * before
+
+
+def test_run_writes_results_and_curves_and_learns(learnable, tmp_path):
+    cfg = train.TrainConfig(data=learnable, val_fraction=0.25, mixing="zeta", gray=True, size=8,
+                            crop_scale=(0.8, 1.0), flip=False, epochs=6, batch_size=8,
+                            optimizer="adamw", lr=0.01, weight_decay=0.0, width=8,
+                            out=str(tmp_path), progress=False)
+    res = train.run(cfg)
+    assert res["num_train"] == 36 and res["num_val"] == 12 and res["world_size"] == 1
+    assert res["steps_per_epoch"] == 4
+    hist = res["history"]
+    assert [h["epoch"] for h in hist] == list(range(1, 7))
+    assert all(h["val_samples"] == 12 and h["train_samples"] == 32 for h in hist)
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert res["best_val_acc"] > 1 / 3 + 0.2  # well above chance
+    saved = json.load(open(tmp_path / "zeta.json"))
+    assert saved["final_val_acc"] == res["final_val_acc"]
+    assert saved["config"]["mixing"] == "zeta"
+    with Image.open(tmp_path / "zeta.png") as im:
+        assert im.size[0] > 400 and im.size[1] > 200
+
+
+def test_train_main_on_arrays_and_gpu_error(tmp_path, capsys, monkeypatch):
+    rc = train.main(["--arrays", "digits", "--epochs", "1", "--mixing", "kmixup",
+                     "--batch-size", "128", "--width", "8", "--out", str(tmp_path),
+                     "--no-progress", "--lr", "0.05"])
+    assert rc == 0
+    res = json.load(open(tmp_path / "kmixup.json"))
+    assert res["num_train"] == 1438 and res["num_val"] == 359
+    assert res["history"][0]["val_samples"] == 359
+    assert res["history"][0]["train_samples"] == 1438 // 128 * 128
+    assert "final val acc" in capsys.readouterr().out
+    from pipelines import common
+    monkeypatch.setattr(common, "_dali_gpu_count", lambda: 0)
+    rc = train.main(["--arrays", "digits", "--device", "gpu", "--out", str(tmp_path)])
+    assert rc == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+WORKER = textwrap.dedent("""
+    import json, sys
+    import torch.distributed as dist
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+    from pipelines.imagefolder import imagefolder_pipeline
+
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    pipe, names = imagefolder_pipeline(sys.argv[1], batch_size=4, size=8, gray=True,
+                                       mixing="none", shard_id=rank, num_shards=world)
+    it = DALIGenericIterator(pipe, names, reader_name="Reader",
+                             last_batch_policy=LastBatchPolicy.PARTIAL)
+    epochs = []
+    for _ in range(2):
+        ids = []
+        for b in it:
+            v = b[0]["images"].reshape(b[0]["images"].shape[0], -1).mean(1) * 127.5 + 127.5
+            ids += [int(round(x / 10.0)) - 1 for x in v.tolist()]
+        it.reset()
+        epochs.append(ids)
+    gathered = [None] * world
+    dist.all_gather_object(gathered, dict(rank=rank, epochs=epochs))
+    if rank == 0:
+        json.dump(gathered, open(sys.argv[2], "w"))
+    dist.destroy_process_group()
+""")
+
+
+def _torchrun(args, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           "--nproc_per_node=2"] + args
+    r = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                       timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def test_torchrun_two_ranks_read_disjoint_shards(tmp_path):
+    data = make_id_folder(tmp_path / "ids")
+    (tmp_path / "worker.py").write_text(WORKER)
+    _torchrun([str(tmp_path / "worker.py"), data, str(tmp_path / "ids.json")], tmp_path)
+    got = json.load(open(tmp_path / "ids.json"))
+    assert [g["rank"] for g in got] == [0, 1]
+    for e in range(2):
+        a, b = got[0]["epochs"][e], got[1]["epochs"][e]
+        assert (len(a), len(b)) == (10, 11)
+        assert set(a).isdisjoint(b), f"epoch {e}: ranks share samples {set(a) & set(b)}"
+        assert sorted(a + b) == list(range(21))
+    assert got[0]["epochs"][0] != got[0]["epochs"][1], "reshuffled after the epoch"
+
+
+def test_torchrun_data_parallel_training(tmp_path, learnable):
+    out = tmp_path / "out"
+    r = _torchrun(["-m", "pipelines.train", "--data", learnable, "--val-fraction", "0.25",
+                   "--gray", "--size", "8", "--mixing", "kmixup", "--k", "4", "--epochs", "2",
+                   "--batch-size", "4", "--width", "8", "--out", str(out), "--no-progress"],
+                  tmp_path)
+    res = json.load(open(out / "kmixup.json"))
+    assert res["world_size"] == 2 and res["config"]["mixing"] == "kmixup"
+    # 36 training images: shards of 18, 4 full batches of 4 per rank, 2 ranks
+    assert res["steps_per_epoch"] == 4
+    assert all(h["train_samples"] == 2 * 4 * 4 for h in res["history"])
+    # the two validation shards together hold every validation image exactly once
+    assert all(h["val_samples"] == 12 for h in res["history"])
+    assert "2 rank(s)" in r.stdout
