@@ -105,62 +105,72 @@ def _stack_labels(op: str, labels, n: int):
 class _PairParams:
     """CPU python operator: pairing (random or optimal transport), coins, lambdas and soft labels.
 
-    Inputs: (features / cost rows / shapes, labels, image shapes, layout, *draws) where draws
-    are ``(u, lam[, coin])`` for k-mixup and ``(u, lam, lam_cut, box, coin)`` for mix/CutMix.
+    Inputs: ``(src, labels, draws[, shapes][, layout])``. ``src`` is the images (CPU), the
+    ``features``, the cost rows of :class:`_KMixupCosts` or the image shapes; ``shapes`` is
+    given when ``src`` is not the images themselves, ``layout`` for mix/CutMix. ``draws`` is one
+    float64 vector per sample (DALI random outputs concatenated, so the operator converts one
+    input instead of five): ``[u0, u1, lam(, coin)]`` for k-mixup and
+    ``[u0, u1, lam, lam_cut, box_y, box_x, coin_prob, coin_switch]`` for mix.
 
-    Outputs for k-mixup: partner (int32), lam (float32), dominant (int32), soft labels.
+    Outputs for k-mixup: partner (int32), lam (float32), soft labels, [dominant (int32)].
     Outputs for mix: partner, lam, share (the partner's pixel share, broadcastable against the
-    sample: ``(1, 1, 1)`` for mixup rows, the box mask for CutMix rows), dominant share (0/1,
-    same shape), soft labels.
+    sample), soft labels, [dominant share (0/1, same shape)].
     """
 
-    def __init__(self, op: str, opts: dict, source: str, kind: str, float16_declared: bool = False):
-        # source: "features" (host arrays to compute costs on), "costs" (rows from the GPU
-        # operator) or "shapes" (k = 1 on GPU: nothing to compute a cost on)
-        self.op, self.opts, self.source, self.kind, self.f16 = op, opts, source, kind, float16_declared
+    def __init__(self, op: str, opts: dict, source: str, kind: str, *, with_shapes: bool,
+                 with_masks: bool, float16_declared: bool = False):
+        # source: "images" (host images, also what the cost is computed on), "features" (host
+        # features), "costs" (rows from the GPU operator) or "shapes" (k = 1 on GPU)
+        self.op, self.opts, self.source, self.kind = op, opts, source, kind
+        self.with_shapes, self.with_masks, self.f16 = with_shapes, with_masks, float16_declared
 
-    def _costs(self, feats, bp, b):
+    def _costs(self, src, bp, b):
         op, o = self.op, self.opts
-        arg = "features" if o["has_features"] else "images"
         if self.source == "costs":  # rows from _KMixupCosts: the costs, flattened and spread
-            return np.stack(feats).reshape(-1)[: bp.left.size * bp.k].reshape(bp.left.shape + (bp.k,))
-        _checks.check_batch_shapes(op, arg, [tuple(f.shape) for f in feats])
-        x = flat_features(np.stack(feats), b, np, op, arg)
+            return np.stack(src).reshape(-1)[: bp.left.size * bp.k].reshape(bp.left.shape + (bp.k,))
+        arg = "features" if self.source == "features" else "images"
+        if arg == "features":
+            _check_images_dtype(op, src, arg)
+            _checks.check_batch_shapes(op, arg, [tuple(f.shape) for f in src])
+        x = flat_features(np.stack(src), b, np, op, arg)
         return _km.block_costs(x, bp.left, bp.right, metric=o["cost"], xp=np, op=op, arg=arg)
 
-    def __call__(self, feats, labels, shapes, layout, u, *draws):
+    def __call__(self, src, labels, draws, *rest):
         op, o = self.op, self.opts
-        b = len(shapes)
-        _check_shapes(op, shapes)
-        if self.source == "features":
-            _check_images_dtype(op, feats, "features" if o["has_features"] or self.f16 else "images")
+        rest = list(rest)
+        b = len(src)
+        if self.with_shapes:
+            shapes = [tuple(int(v) for v in s) for s in rest.pop(0)]
+        else:
+            shapes = [tuple(a.shape) for a in src]
+            if not self.f16:
+                _check_images_dtype(op, src)
+        _checks.check_batch_shapes(op, "images", shapes)
         y = soft_labels(_stack_labels(op, labels, b), b, num_classes=o["num_classes"],
                         label_smoothing=o["label_smoothing"], dtype=np.float32, xp=np, op=op)
-        u = np.stack(u) if b else np.zeros((0, 2))
-        flat = [np.asarray(d, dtype=np.float64).reshape(b, -1) if b else None for d in draws]
-        bp = _km.plan_blocks(u, b, o["k"], o["pairing"])
-        costs = self._costs(feats, bp, b) if bp.k > 1 else None
+        v = np.stack(draws).astype(np.float64) if b else np.zeros((0, 8))
+        bp = _km.plan_blocks(v[:, :2], b, o["k"], o["pairing"])
+        costs = self._costs(src, bp, b) if bp.k > 1 else None
         if self.kind == "kmixup":
-            d = _km.KMixupDraws(u=u, lam=flat[0].reshape(-1) if b else np.zeros(0),
-                                coin=flat[1].reshape(-1) if len(flat) > 1 and b else None)
+            d = _km.KMixupDraws(u=v[:, :2], lam=v[:, 2], coin=v[:, 3] if v.shape[1] > 3 else None)
             cols = _km.solve_blocks(costs, bp.sizes) if costs is not None else None
             partner = _km.assemble(bp, cols, b)
             lam = _km.lambdas(bp, d.lam, o["lam_mode"], partner)
             partner, lam = _km.apply_prob(partner, lam, d.coin, _km.representatives(bp, o["lam_mode"], b),
                                           o["prob"])
             y_mixed = _km.blend(y, partner, lam.astype(np.float32), np)
-            return (_scalars(partner, np.int32), _scalars(lam, np.float32),
-                    _scalars(_km.dominant(partner, lam), np.int32), unstack(y_mixed))
-        lay = bytes(layout[0]).decode() if b else ""
-        ndim = len(tuple(shapes[0])) if b else 0
+            out = (_scalars(partner, np.int32), _scalars(lam, np.float32), unstack(y_mixed))
+            if self.with_masks:
+                out += (_scalars(_km.dominant(partner, lam), np.int32),)
+            return out
+        lay = bytes(rest.pop(0)[0]).decode() if b else ""
+        ndim = len(shapes[0]) if b else 0
         if b and not lay:
             raise _checks.fail(op, "images", "images with a layout (set layout= on their source, "
                                "e.g. 'HWC'), to find H and W for CutMix", "no layout")
         ah, aw = _cm.spatial_axes(lay, ndim, op) if b else (0, 1)
-        hw = (int(shapes[0][ah]), int(shapes[0][aw])) if b else (1, 1)
-        md = _cm.MixDraws(u=u, lam=flat[0].reshape(-1), lam_cut=flat[1].reshape(-1), box=flat[2],
-                          coin=flat[3]) if b else \
-            _cm.MixDraws(*(np.zeros((0, 2)),) * 5)
+        hw = (shapes[0][ah], shapes[0][aw]) if b else (1, 1)
+        md = _cm.MixDraws(u=v[:, :2], lam=v[:, 2], lam_cut=v[:, 3], box=v[:, 4:6], coin=v[:, 6:8])
         p = _cm.plan(md, b, hw, k=o["k"], pairing=o["pairing"], cost=o["cost"], lam_mode=o["lam_mode"],
                      prob=o["prob"], switch_prob=o["switch_prob"], mixup_alpha=o["mixup_alpha"],
                      cutmix_alpha=o["cutmix_alpha"], correct_lam=o["correct_lam"], costs=costs, op=op)
@@ -174,9 +184,10 @@ class _PairParams:
             share = p.pixel_share(*hw).astype(np.float32).reshape((b,) + tuple(shape))
         else:
             share = p.share.astype(np.float32).reshape((b,) + tuple(shape))
-        dom = (share > 0.5).astype(np.float32)
-        share, dom = unstack(share), unstack(dom)
-        return (_scalars(p.partner, np.int32), _scalars(p.lam, np.float32), share, dom, unstack(y_mixed))
+        out = (_scalars(p.partner, np.int32), _scalars(p.lam, np.float32), unstack(share), unstack(y_mixed))
+        if self.with_masks:
+            out += (unstack((share > 0.5).astype(np.float32)),)
+        return out
 
 
 class _KMixupCosts:
@@ -213,19 +224,21 @@ class _KMixupCosts:
 
 
 class _ZetaParams:
-    """CPU python operator: partners, weights and soft labels.
+    """CPU python operator: partners, weights and soft labels, and on CPU also the mix.
 
-    Inputs: (labels, images on CPU or their shapes, u, g[, coin]). Outputs: index (int32 [T]), weights (float32 [T]),
-    self weight w_1 (float32 scalar), soft labels (float32 [C]).
+    Inputs: ``(images or shapes, labels, draws)`` with ``draws = [u (max batch size), g(, coin)]``
+    per sample. With ``host_images`` (CPU images): outputs ``others, w_1, soft labels`` and,
+    with ``return_info``, ``index, weights``. Otherwise (GPU images): ``index, weights, w_1, soft
+    labels``, and :class:`_ZetaOthers` mixes on the device.
     """
 
-    def __init__(self, opts: dict, sees_images: bool, float16_declared: bool):
-        self.opts, self.sees_images, self.f16 = opts, sees_images, float16_declared
+    def __init__(self, opts: dict, host_images: bool, return_info: bool, float16_declared: bool):
+        self.opts, self.host, self.info, self.f16 = opts, host_images, return_info, float16_declared
 
-    def __call__(self, labels, images_or_shapes, u, g, *coin):
+    def __call__(self, images_or_shapes, labels, draws):
         o, op = self.opts, _zeta.OP
         b = len(images_or_shapes)
-        if self.sees_images:
+        if self.host:
             if not self.f16:
                 _check_images_dtype(op, images_or_shapes)
             _checks.check_batch_shapes(op, "images", [tuple(a.shape) for a in images_or_shapes])
@@ -233,34 +246,44 @@ class _ZetaParams:
             _check_shapes(op, images_or_shapes)
         y = soft_labels(_stack_labels(op, labels, b), b, num_classes=o["num_classes"],
                         label_smoothing=o["label_smoothing"], dtype=np.float32, xp=np, op=op)
-        draws = _zeta.ZetaDraws(u=np.stack(u) if b else np.zeros((0, 0)),
-                                g=np.asarray(g, dtype=np.float64).reshape(-1),
-                                coin=np.asarray(coin[0], dtype=np.float64).reshape(-1) if coin else None)
-        index, weights, _ = _zeta.plan(draws, b, o["T"], o["gamma"], o["prob"])
+        v = np.stack(draws) if b else np.zeros((0, 2), np.float32)
+        width = v.shape[1] - (2 if o["prob"] < 1.0 else 1)
+        d = _zeta.ZetaDraws(u=v[:, :width], g=v[:, width].astype(np.float64),
+                            coin=v[:, width + 1].astype(np.float64) if o["prob"] < 1.0 else None)
+        index, weights, _ = _zeta.plan(d, b, o["T"], o["gamma"], o["prob"])
         w32 = weights.astype(np.float32)
         y_mixed = w32[0] * y + _zeta.mix_others(y, index, w32, np, "matmul")
-        return (unstack(index.astype(np.int32)), unstack(np.broadcast_to(w32, index.shape).copy()),
-                _scalars(np.full(b, w32[0]), np.float32), unstack(y_mixed))
+        w1 = _scalars(np.full(b, w32[0]), np.float32)
+        info = (unstack(index.astype(np.int32)), unstack(np.broadcast_to(w32, index.shape).copy()))
+        if not self.host:
+            return info + (w1, unstack(y_mixed))
+        others = _mix_samples(images_or_shapes, index, w32, self.opts["method"]) if b else []
+        return (others, w1, unstack(y_mixed)) + (info if self.info else ())
+
+
+def _mix_samples(samples, index, weights, method):
+    """``sum_{t>=1} w_t x_index(i,t)`` (float32) of a DALI batch, on its own device."""
+    b = len(samples)
+    xp = namespace_of(samples[0])
+    x = stack(samples, xp)
+    x = x if x.dtype == xp.float32 else xp.astype(x, xp.float32)
+    method = method or _zeta.choose_method(index.shape[1], b)
+    return unstack(_zeta.mix_others(x, index, weights, xp, method))
 
 
 class _ZetaOthers:
-    """Python operator on the images' device: ``sum_{t>=1} w_t x_index(i,t)`` (float32)."""
+    """Python operator on the images' device (GPU path, and extra tensors on CPU):
+    ``sum_{t>=1} w_t x_index(i,t)`` (float32)."""
 
     def __init__(self, opts: dict):
         self.opts = opts
 
     def __call__(self, images, index, weights):
-        b = len(images)
-        if b == 0:
+        if not images:
             return []
-        xp = namespace_of(images[0])
         _check_images_dtype(_zeta.OP, images)
         idx = np.stack([to_numpy(a) for a in index]).astype(np.int64)
-        w = to_numpy(weights[0]).astype(np.float32)
-        x = stack(images, xp)
-        x = x if x.dtype == xp.float32 else xp.astype(x, xp.float32)
-        method = self.opts["method"] or _zeta.choose_method(idx.shape[1], b)
-        return unstack(_zeta.mix_others(x, idx, w, xp, method))
+        return _mix_samples(images, idx, to_numpy(weights[0]).astype(np.float32), self.opts["method"])
 
 
 # ----------------------------------------------------------------------------- public operators
@@ -287,15 +310,24 @@ def _check_nodes(op: str, DataNode, images, labels, features, extra, masks) -> t
 
 
 def _pair_source(op, opts, images, features, u, dfn):
-    """Where the pairing cost comes from: host features, GPU cost rows, or nothing (k = 1)."""
-    feats = features if features is not None else images
-    if opts["k"] > 1 and feats.device == "gpu":
-        rows = dfn.python_function(feats, u.gpu(), function=_KMixupCosts(op, opts), device="gpu",
-                                   batch_processing=True, num_outputs=1)
-        return rows.cpu(), "costs"
-    if feats.device == "cpu":
-        return feats, "features"
+    """What the pairing operator reads: host images or features, GPU cost rows, or shapes."""
+    if opts["k"] > 1:
+        feats = features if features is not None else images
+        if feats.device == "gpu":
+            rows = dfn.python_function(feats, u.gpu(), function=_KMixupCosts(op, opts), device="gpu",
+                                       batch_processing=True, num_outputs=1)
+            return rows.cpu(), "costs"
+        if features is not None:
+            return features, "features"
+    if images.device == "cpu":
+        return images, "images"
     return images.shape(device="cpu"), "shapes"
+
+
+def _concat_draws(dfn, types, nodes):
+    """One float64 vector per sample from several DALI random outputs (fewer operator inputs)."""
+    parts = [dfn.reshape(dfn.cast(n, dtype=types.FLOAT64), shape=[-1]) for n in nodes]
+    return dfn.cat(*parts, axis=0)
 
 
 def _on(node, like):
@@ -346,22 +378,26 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
     opts["has_features"] = features is not None
     s = _seeds(seed, 3)
     u = dfn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, **s[0])
-    draws = [dfn.random.beta(alpha=opts["alpha"], beta=opts["alpha"], **s[1])]
+    draws = [u, dfn.random.beta(alpha=opts["alpha"], beta=opts["alpha"], **s[1])]
     if opts["prob"] < 1.0:
         draws.append(dfn.random.uniform(range=[0.0, 1.0], dtype=types.FLOAT64, **s[2]))
     x, f16 = _blend_input(images, types, dfn)
     src, source = _pair_source(_op, opts, images, features, u, dfn)
-    partner, lam, dom, soft = dfn.python_function(
-        src, labels.cpu() if labels.device == "gpu" else labels, images.shape(device="cpu"),
-        images.shape(device="cpu"), u, *draws, function=_PairParams(_op, opts, source, "kmixup", f16),
-        batch_processing=True, num_outputs=4)
+    inputs = [src, labels.cpu() if labels.device == "gpu" else labels, _concat_draws(dfn, types, draws)]
+    if source != "images":
+        inputs.append(images.shape(device="cpu"))
+    outs = dfn.python_function(
+        *inputs, function=_PairParams(_op, opts, source, "kmixup", with_shapes=source != "images",
+                                      with_masks=bool(masks), float16_declared=f16),
+        batch_processing=True, num_outputs=4 if masks else 3)
+    partner, lam, soft = outs[:3]
     lam_d = _on(lam, images)
 
     def blend(a):
         return lam_d * a + (1.0 - lam_d) * dfn.permute_batch(a, indices=partner)
 
     out = (_finish(blend(x), opts["dtype"], types, dfn), _on(soft, images))
-    out += tuple(blend(e) for e in extra) + tuple(dfn.permute_batch(m, indices=dom) for m in masks)
+    out += tuple(blend(e) for e in extra) + tuple(dfn.permute_batch(m, indices=outs[3]) for m in masks)
     return out + (partner, lam) if return_info else out
 
 
@@ -415,23 +451,28 @@ def mix(images, labels, *, mixup_alpha: float = 1.0, cutmix_alpha: float = 1.0, 
     s = _seeds(seed, 5)
     u = dfn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, **s[0])
     a_m, a_c = opts["mixup_alpha"] or 1.0, opts["cutmix_alpha"] or 1.0
-    draws = [dfn.random.beta(alpha=a_m, beta=a_m, **s[1]), dfn.random.beta(alpha=a_c, beta=a_c, **s[2]),
+    draws = [u, dfn.random.beta(alpha=a_m, beta=a_m, **s[1]), dfn.random.beta(alpha=a_c, beta=a_c, **s[2]),
              dfn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, **s[3]),
              dfn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, **s[4])]
     x, f16 = _blend_input(images, types, dfn)
     src, source = _pair_source(_op, opts, images, features, u, dfn)
-    partner, lam, share, dom, soft = dfn.python_function(
-        src, labels.cpu() if labels.device == "gpu" else labels, images.shape(device="cpu"),
-        images.property("layout", device="cpu"), u, *draws,
-        function=_PairParams(_op, opts, source, "mix", f16), batch_processing=True, num_outputs=5)
-    share_d, dom_d = _on(share, images), _on(dom, images)
+    inputs = [src, labels.cpu() if labels.device == "gpu" else labels, _concat_draws(dfn, types, draws)]
+    if source != "images":
+        inputs.append(images.shape(device="cpu"))
+    inputs.append(images.property("layout", device="cpu"))
+    outs = dfn.python_function(
+        *inputs, function=_PairParams(_op, opts, source, "mix", with_shapes=source != "images",
+                                      with_masks=bool(masks), float16_declared=f16),
+        batch_processing=True, num_outputs=5 if masks else 4)
+    partner, lam, share, soft = outs[:4]
+    share_d = _on(share, images)
 
     def paste(a, m):
         return a * (1.0 - m) + dfn.permute_batch(a, indices=partner) * m
 
     out = (_finish(paste(x, share_d), opts["dtype"], types, dfn), _on(soft, images))
     out += tuple(paste(e, share_d) for e in extra)
-    out += tuple(dfn.cast_like(paste(m, dom_d), m) for m in masks)
+    out += tuple(dfn.cast_like(paste(m, _on(outs[4], images)), m) for m in masks)
     return out + (partner, lam) if return_info else out
 
 
@@ -487,20 +528,34 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
     _check_label_source(op, labels, opts["num_classes"])
     s = _seeds(seed, 3)
     width = Pipeline.current().max_batch_size
-    u = dfn.random.uniform(range=[0.0, 1.0], shape=[width], **s[0])
-    draws = [dfn.random.uniform(range=[0.0, 1.0], dtype=types.FLOAT64, **s[1])]
+    draws = [dfn.random.uniform(range=[0.0, 1.0], shape=[width], **s[0]),
+             dfn.random.uniform(range=[0.0, 1.0], dtype=types.FLOAT64, **s[1])]
     if opts["prob"] < 1.0:
         draws.append(dfn.random.uniform(range=[0.0, 1.0], dtype=types.FLOAT64, **s[2]))
     on_gpu = images.device == "gpu"
     x, f16 = _blend_input(images, types, dfn)
-    index, weights, w1, soft = dfn.python_function(
-        labels.cpu() if labels.device == "gpu" else labels, images.shape(device="cpu") if on_gpu else images,
-        u, *draws, function=_ZetaParams(opts, not on_gpu, f16), batch_processing=True, num_outputs=4)
+    labels_cpu = labels.cpu() if labels.device == "gpu" else labels
+    fn_ = _ZetaParams(opts, not on_gpu, return_info, f16)  # .info is set below on CPU
+    if on_gpu:
+        index, weights, w1, soft = dfn.python_function(
+            images.shape(device="cpu"), labels_cpu, _concat_draws(dfn, types, draws), function=fn_,
+            batch_processing=True, num_outputs=4)
+        others = dfn.python_function(x, index.gpu(), weights.gpu(), function=_ZetaOthers(opts),
+                                     device="gpu", batch_processing=True, num_outputs=1)
+    else:
+        want_index = return_info or bool(extra)  # the extras are mixed by index and weights
+        fn_.info = want_index
+        outs = dfn.python_function(x, labels_cpu, _concat_draws(dfn, types, draws), function=fn_,
+                                   batch_processing=True, num_outputs=5 if want_index else 3)
+        others, w1, soft = outs[:3]
+        index, weights = outs[3:] if want_index else (None, None)
 
     def mix_(a):
-        others = dfn.python_function(a, _on(index, a), _on(weights, a), function=_ZetaOthers(opts),
-                                     device=a.device, batch_processing=True, num_outputs=1)
-        return _on(w1, a) * a + others
+        if a is x:
+            return _on(w1, a) * a + others
+        o = dfn.python_function(a, _on(index, a), _on(weights, a), function=_ZetaOthers(opts),
+                                device=a.device, batch_processing=True, num_outputs=1)
+        return _on(w1, a) * a + o
 
     out = (_finish(mix_(x), opts["dtype"], types, dfn), _on(soft, images))
     out += tuple(mix_(e) for e in extra) + tuple(masks)

@@ -282,3 +282,23 @@ def test_mix_needs_a_layout(rng):
     with pytest.raises(RuntimeError, match=r"cutmix: argument 'images' expected images with a layout"):
         run_dali(lambda x, y: mfn.cutmix(x, y, num_classes=1), [(imgs, [np.array([0], np.int32)] * 2)],
                  layout="")
+
+
+def test_zeta_extra_and_masks_in_a_pipeline(rng):
+    import dali_mixup.fn as mfn
+
+    imgs = [rng.normal(size=(4, 4, 3)).astype(np.float32) for _ in range(8)]
+    labels = [np.array([0], np.int32)] * 8
+
+    def graph(x, y):
+        from nvidia.dali import fn, types
+
+        seg = fn.cast(x[:, :, 0:1] > 0, dtype=types.UINT8)
+        return mfn.zeta_mixup(x, y, T=3, num_classes=1, extra=[x * 3.0], masks=[seg], return_info=True) + (seg,)
+
+    (out,), _ = run_dali(graph, [(imgs, labels)], layout="HWC")
+    img, _, ext, msk, index, weights, seg = (np.stack(o) for o in out)
+    x = np.stack(imgs)
+    np.testing.assert_allclose(img, np.einsum("bt,bthwc->bhwc", weights, x[index]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ext, 3 * img, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(msk, seg)

@@ -38,8 +38,11 @@ def test_device_cost_rows_give_the_host_result(pairing, cost, B, rng):
     shapes = [np.array(f.shape) for f in feats]
     rows = mfn._KMixupCosts("k_mixup", opts)([xps.asarray(f) for f in feats], [xps.asarray(a) for a in u])
     rows = [to_numpy(r) for r in rows]
-    via_device = mfn._PairParams("k_mixup", opts, "costs", "kmixup")(rows, labels, shapes, shapes, u, lam)
-    on_host = mfn._PairParams("k_mixup", opts, "features", "kmixup")(feats, labels, shapes, shapes, u, lam)
+    draws = [np.array([a[0], a[1], l]) for a, l in zip(u, lam)]
+    via_device = mfn._PairParams("k_mixup", opts, "costs", "kmixup", with_shapes=True, with_masks=False)(
+        rows, labels, draws, shapes)
+    on_host = mfn._PairParams("k_mixup", opts, "images", "kmixup", with_shapes=False, with_masks=False)(
+        feats, labels, draws)
     for a, b in zip(via_device, on_host):
         np.testing.assert_allclose(np.stack(a), np.stack(b), rtol=1e-6)
 
@@ -75,7 +78,7 @@ def test_cost_rows_route_through_a_pipeline(monkeypatch, rng):
 
     (want,), _ = run_dali(graph, [(imgs, labels)])
 
-    def device_route(op, opts, images, features, u, dfn_):
+    def device_route(op, opts, images, features, u, dfn_):  # noqa: ARG001
         rows = dfn.python_function(images, u, function=mfn._KMixupCosts(op, opts), device="cpu",
                                    batch_processing=True, num_outputs=1)
         return rows, "costs"
