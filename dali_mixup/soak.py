@@ -52,13 +52,16 @@ def soak(op: str, iterations: int, *, batch_size: int = 64, shape=(32, 32, 3), w
     for _ in range(min(warmup, iterations)):
         p.run()
     start = rss_mib()
+    trace = []
     t0 = time.perf_counter()
-    for _ in range(iterations):
+    for i in range(iterations):
         p.run()
+        if (i + 1) % max(1, iterations // 10) == 0:
+            trace.append(round(rss_mib(), 1))
     end = rss_mib()
     return {"op": op, "iterations": iterations, "batch_size": batch_size, "rss_start_mib": round(start, 1),
             "rss_end_mib": round(end, 1), "growth_pct": round(100 * (end - start) / start, 2),
-            "seconds": round(time.perf_counter() - t0, 1)}
+            "seconds": round(time.perf_counter() - t0, 1), "rss_trace_mib": trace}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     results = [soak(op, args.iterations, batch_size=args.batch_size) for op in args.ops.split(",")]
     for r in results:
         print(f"{r['op']:>11}: {r['iterations']} iterations, RSS {r['rss_start_mib']} -> "
-              f"{r['rss_end_mib']} MiB ({r['growth_pct']:+.2f}%), {r['seconds']} s")
+              f"{r['rss_end_mib']} MiB ({r['growth_pct']:+.2f}%), {r['seconds']} s; "
+              f"every 10%: {r['rss_trace_mib']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
