@@ -535,17 +535,16 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
     on_gpu = images.device == "gpu"
     x, f16 = _blend_input(images, types, dfn)
     labels_cpu = labels.cpu() if labels.device == "gpu" else labels
-    fn_ = _ZetaParams(opts, not on_gpu, return_info, f16)  # .info is set below on CPU
     if on_gpu:
         index, weights, w1, soft = dfn.python_function(
-            images.shape(device="cpu"), labels_cpu, _concat_draws(dfn, types, draws), function=fn_,
-            batch_processing=True, num_outputs=4)
+            images.shape(device="cpu"), labels_cpu, _concat_draws(dfn, types, draws),
+            function=_ZetaParams(opts, False, True, f16), batch_processing=True, num_outputs=4)
         others = dfn.python_function(x, index.gpu(), weights.gpu(), function=_ZetaOthers(opts),
                                      device="gpu", batch_processing=True, num_outputs=1)
     else:
         want_index = return_info or bool(extra)  # the extras are mixed by index and weights
-        fn_.info = want_index
-        outs = dfn.python_function(x, labels_cpu, _concat_draws(dfn, types, draws), function=fn_,
+        outs = dfn.python_function(x, labels_cpu, _concat_draws(dfn, types, draws),
+                                   function=_ZetaParams(opts, True, want_index, f16),
                                    batch_processing=True, num_outputs=5 if want_index else 3)
         others, w1, soft = outs[:3]
         index, weights = outs[3:] if want_index else (None, None)
