@@ -11,7 +11,7 @@ matrices come from ``xp.matmul`` (BLAS / cuBLAS), never from einsum.
 NumPy arrays take a faster route with the same formula (:func:`_numpy_terms`): blocks are
 gathered into reused buffers (``np.take(..., out=, mode="clip")``, which is not buffered), one
 block (or, for very wide rows, one slice of columns) at a time so that it stays in cache while
-its Gram matrix (BLAS) and squared norms (a one-pass ``einsum`` row dot) are taken. No
+its Gram matrix (BLAS) and squared norms (a row dot, :func:`_rowdot`) are taken. No
 batch-sized temporary is made; at D = 3*224*224 this was 10-30x faster than the stacked
 expression, whose gathers and ``a * a`` temporaries dominated.
 """
@@ -42,7 +42,7 @@ _blas_state: dict = {"ctl": None, "depth": 0, "saved": []}
 
 
 def _numpy_blas():
-    """Controllers of NumPy's own BLAS (via threadpoolctl when installed), else ``[]``."""
+    """Controllers of NumPy's own BLAS (via threadpoolctl), else ``[]``."""
     if _blas_state["ctl"] is None:
         try:
             from threadpoolctl import ThreadpoolController
@@ -56,11 +56,12 @@ def _numpy_blas():
 
 @contextlib.contextmanager
 def _one_blas_thread():
-    """Run NumPy's BLAS single-threaded for the tiny k x k Gram products.
+    """Run NumPy's BLAS single-threaded: k-mixup's k x k Gram blocks and zeta-mixup's mix.
 
-    Their outputs are k x k: OpenBLAS gains little from a second thread there, and on a busy
-    machine its spinning threads made k = 32 / 64 blocks 20-100x slower (255 ms instead of
-    ~2 ms at B = 256, D = 3072). Nested and concurrent uses share one count.
+    The one place that uses threadpoolctl (a core dependency). Measured on a busy 2-core
+    machine: OpenBLAS's spinning second thread made k = 32 / 64 blocks 20-100x slower (255 ms
+    instead of ~2 ms at B = 256, D = 3072) and the zeta ``[B, B] @ [B, D]`` products 1.2-2x
+    slower (up to 200x when split into small calls). Nested and concurrent uses share one count.
     """
     ctls = _numpy_blas()
     if not ctls:
@@ -82,6 +83,16 @@ def _one_blas_thread():
                     c.set_num_threads(n)
 
 
+def _rowdot(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``sum(a * a, axis=1)``: ``np.vecdot`` (BLAS dot per row, NumPy >= 2) is 3-4x faster than
+    the one-pass ``einsum`` at D = 3072; both differ from the plain sum only by rounding."""
+    if _vecdot is not None:
+        return _vecdot(a, a, out=out)
+    return np.einsum("ij,ij->i", a, a, out=out)
+
+
+_vecdot = getattr(np, "vecdot", None)
+
 #: Gathered bytes per side above which a block is processed one slice of columns at a time.
 _SLICE_BYTES = 2 << 20
 #: Total gathered bytes per side up to which all blocks are gathered in one call.
@@ -97,8 +108,8 @@ def _numpy_terms(x2d: np.ndarray, left: np.ndarray, right: np.ndarray):
     if nb * k * d * item <= _SMALL_BYTES:  # small batch: a few calls over all blocks at once
         a = np.take(x2d, left.reshape(-1), axis=0, mode="clip")
         c = np.take(x2d, right.reshape(-1), axis=0, mode="clip")
-        aa = np.einsum("ij,ij->i", a, a).reshape(nb, k)
-        cc = np.einsum("ij,ij->i", c, c).reshape(nb, k)
+        aa = _rowdot(a).reshape(nb, k)
+        cc = _rowdot(c).reshape(nb, k)
         g = np.matmul(a.reshape(nb, k, d), c.reshape(nb, k, d).transpose(0, 2, 1))
         return aa, cc, g
     g = np.empty((nb, k, k), dt)
@@ -111,8 +122,8 @@ def _numpy_terms(x2d: np.ndarray, left: np.ndarray, right: np.ndarray):
             np.take(x2d, left[i], axis=0, out=a, mode="clip")
             np.take(x2d, right[i], axis=0, out=c, mode="clip")
             np.matmul(a, c.T, out=g[i])
-            np.einsum("ij,ij->i", a, a, out=aa[i])
-            np.einsum("ij,ij->i", c, c, out=cc[i])
+            _rowdot(a, out=aa[i])
+            _rowdot(c, out=cc[i])
         return aa, cc, g
     w = max(256, _SLICE_BYTES // (k * item))  # wide rows: slices of w columns
     gt = np.empty((k, k), dt)
@@ -126,8 +137,8 @@ def _numpy_terms(x2d: np.ndarray, left: np.ndarray, right: np.ndarray):
             c = x2d[right[i], d0:d0 + w]
             np.matmul(a, c.T, out=gt)
             g[i] += gt
-            aa[i] += np.einsum("ij,ij->i", a, a, out=nt)
-            cc[i] += np.einsum("ij,ij->i", c, c, out=nt)
+            aa[i] += _rowdot(a, out=nt)
+            cc[i] += _rowdot(c, out=nt)
     return aa, cc, g
 
 

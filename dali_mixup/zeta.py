@@ -18,12 +18,14 @@ partner columns when T is small, or one ``[B, B] @ [B, D]`` matrix product when 
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from . import _checks
+from .cost import _one_blas_thread
 from .images import as_batch, check_extra, finalize, work_dtype
 from .labels import soft_labels
 
@@ -72,7 +74,17 @@ def partners(u: np.ndarray, batch_size: int, T: int) -> np.ndarray:
             order = np.argsort(np.take_along_axis(keys, cand, axis=1), axis=1, kind="stable")
             index[:, 1:] = np.take_along_axis(cand, order, axis=1)
         else:
-            index[:, 1:] = np.argsort(keys, axis=1, kind="stable")[:, :m]
+            # From B = 64 the default (SIMD) sort is 3-6x faster than the stable one; it gives
+            # the same order unless a row has equal keys, and such rows are re-sorted stably.
+            if b < 64:
+                order = np.argsort(keys, axis=1, kind="stable")
+            else:
+                order = np.argsort(keys, axis=1)
+                s = np.take_along_axis(keys, order, axis=1)
+                tied = (s[:, 1:] == s[:, :-1]).any(axis=1)
+                if tied.any():
+                    order[tied] = np.argsort(keys[tied], axis=1, kind="stable")
+            index[:, 1:] = order[:, :m]
     return index
 
 
@@ -101,6 +113,9 @@ def mixing_matrix(index: np.ndarray, weights: np.ndarray, *, include_self: bool)
     return np.bincount(flat, weights=vals, minlength=b * b).reshape(b, b)
 
 
+#: Matmul mixes of at least this many flops run with NumPy's BLAS single-threaded.
+_ONE_THREAD_FLOPS = 1e7
+
 #: Bytes of gathered partner rows per step of the NumPy gather mix (stays in cache).
 _GATHER_CHUNK_BYTES = 1 << 19
 
@@ -113,9 +128,11 @@ def _mix_numpy(x: np.ndarray, index: np.ndarray, weights: np.ndarray, method: st
                include_self: bool) -> np.ndarray:
     """:func:`mix_others` (plus ``weights[0] * x`` with ``include_self``) for NumPy batches.
 
-    Bitwise equal to ``float(w[0]) * x + mix_others(x, ...)``: the same float ops in the same
-    order, but accumulated in row chunks that stay in cache, so no batch-sized temporary
-    (``w * x[index[:, t]]``, the running sum, ``w[0] * x``) is ever made.
+    The gather method is bitwise equal to ``float(w[0]) * x + mix_others(x, ...)``: the same
+    float ops in the same order, but accumulated in row chunks that stay in cache, so no
+    batch-sized temporary (``w * x[index[:, t]]``, the running sum, ``w[0] * x``) is ever made.
+    The matmul method computes the same ``[B, B] @ [B, D]`` product into a preallocated output
+    (NumPy's BLAS single-threaded for products of >= 10 MFLOP).
     """
     b = x.shape[0]
     x2 = np.ascontiguousarray(x).reshape(b, -1)
@@ -123,11 +140,15 @@ def _mix_numpy(x: np.ndarray, index: np.ndarray, weights: np.ndarray, method: st
     scalar = x.dtype.type
     rows = max(1, min(b, _GATHER_CHUNK_BYTES // max(1, n * x2.itemsize)))
     buf = np.empty((rows, n), x2.dtype)
+    out = np.empty_like(x2)
     if method == "matmul":
         W = mixing_matrix(index, weights, include_self=False).astype(x.dtype)
-        out = np.matmul(W, x2)
+        # OpenBLAS's second thread made these products 1.2-2x slower on a busy machine
+        # (cost.py); switching costs ~40 us, more than a product under ~10 MFLOP takes.
+        big = 2.0 * b * b * n >= _ONE_THREAD_FLOPS
+        with _one_blas_thread() if big else contextlib.nullcontext():
+            np.matmul(W, x2, out=out)
     else:
-        out = np.empty_like(x2)
         for i0 in range(0, b, rows):
             i1 = min(b, i0 + rows)
             o, t = out[i0:i1], buf[: i1 - i0]
