@@ -33,7 +33,14 @@ def test_quick_run_writes_json_and_markdown(tmp_path):
 
 
 def test_gpu_without_gpu_is_marked_not_measured(tmp_path, monkeypatch):
-    monkeypatch.setattr(run, "gpu_available", lambda: False)  # as on a machine without a GPU
+    real = run.Backend
+
+    def no_gpu(device):  # as on a machine without a GPU, even where one exists
+        if device == "gpu":
+            raise RuntimeError("no CUDA device")
+        return real(device)
+
+    monkeypatch.setattr(run, "Backend", no_gpu)
     assert run.main(["--device", "gpu", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["kmixup"] == run.NOT_MEASURED_GPU
