@@ -65,6 +65,13 @@ def spatial_axes(layout: str, ndim: int, op: str) -> tuple[int, int]:
     return layout.index("H"), layout.index("W")
 
 
+def check_spatial(op: str, arg: str, shape: tuple, image_shape: tuple, ah: int, aw: int) -> None:
+    """An ``extra``/``masks`` sample must have the images' dims and H, W (to take the same box)."""
+    if len(shape) != len(image_shape) or shape[ah] != image_shape[ah] or shape[aw] != image_shape[aw]:
+        raise _checks.fail(op, arg, f"samples with the images' layout and height/width (image sample "
+                           f"shape {tuple(image_shape)}; other sizes may differ)", f"shape {tuple(shape)}")
+
+
 def boxes(h: int, w: int, lam: np.ndarray, centre: np.ndarray) -> np.ndarray:
     """CutMix boxes ``[B, 4]`` (y1, y2, x1, x2), clipped to the image (Yun et al., Alg. A1)."""
     cut = np.sqrt(1.0 - np.asarray(lam, np.float64))
@@ -235,7 +242,7 @@ def mix(images, labels, *, mixup_alpha: float = 1.0, cutmix_alpha: float = 1.0,
     hw = (images.shape[1 + ah], images.shape[1 + aw])
     wd = work_dtype(xp, in_name)
     y = soft_labels(labels, b, num_classes=o["num_classes"], label_smoothing=o["label_smoothing"],
-                    dtype=wd, xp=xp, op=_op)
+                    dtype=xp.float32, xp=xp, op=_op, device=getattr(images, "device", None))
     if draws is None:
         draws = draw(rng if rng is not None else np.random.default_rng(), b, o["mixup_alpha"], o["cutmix_alpha"])
     arg = "features" if features is not None else "images"
@@ -250,10 +257,13 @@ def mix(images, labels, *, mixup_alpha: float = 1.0, cutmix_alpha: float = 1.0,
     lam = xp.asarray(p.lam, dtype=wd, device=device)
     out = finalize(paste(xp.astype(images, wd), partner, m, xp), in_name, o["dtype"], xp, _op)
     mixed_y = km.blend(y, partner, lam, xp)
-    extras = tuple(paste(xp.astype(e, wd), partner, m, xp) for e in check_extra(extra, b, xp, _op, "extra"))
+    extra, masks = check_extra(extra, b, xp, _op, "extra"), check_extra(masks, b, xp, _op, "masks")
+    for arg, arrs in (("extra", extra), ("masks", masks)):
+        for j, a in enumerate(arrs):
+            check_spatial(_op, f"{arg}[{j}]", tuple(a.shape[1:]), tuple(images.shape[1:]), ah, aw)
+    extras = tuple(paste(xp.astype(e, wd), partner, m, xp) for e in extra)
     dom = expand(xp.asarray((share > 0.5).astype(np.float32), device=device), layout, images.ndim - 1, xp, _op)
-    mask_out = tuple(xp.where(dom > 0.5, xp.take(mk, partner, axis=0), mk)
-                     for mk in check_extra(masks, b, xp, _op, "masks"))
+    mask_out = tuple(xp.where(dom > 0.5, xp.take(mk, partner, axis=0), mk) for mk in masks)
     return MixResult(images=out, labels=mixed_y, partner=partner, lam=lam, k=p.k,
                      cut=xp.asarray(p.cut, device=device), boxes=xp.asarray(p.boxes, device=device),
                      extra=extras, masks=mask_out)

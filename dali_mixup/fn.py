@@ -57,10 +57,10 @@ def _check_label_source(op: str, labels, num_classes) -> None:
                            f"(these labels come from {name.replace('__', '.')})", None)
 
 
-def _seeds(seed, n: int):
+def _seeds(op: str, seed, n: int):
     if seed is None:
         return [{} for _ in range(n)]
-    seed = _checks.check_int("seed", "seed", seed, minimum=0)
+    seed = _checks.check_int(op, "seed", seed, minimum=0)
     return [{"seed": (seed + i) % (2**31 - 1)} for i in range(n)]
 
 
@@ -72,12 +72,17 @@ def _check_shapes(op: str, shapes) -> None:
     _checks.check_batch_shapes(op, "images", [tuple(int(v) for v in s) for s in shapes])
 
 
-def _check_images_dtype(op: str, samples, arg: str = "images") -> None:
+def _check_images_dtype(op: str, samples, arg: str = "images", *, f16_declared: bool = False,
+                        out_dtype: str | None = None) -> None:
+    """Image dtypes the operators take; float16 only when declared on the source (DALI's
+    arithmetic has none); ``dtype="uint8"`` only for uint8 images."""
     if samples:
         xp = namespace_of(samples[0])
         name = dtype_name(xp, samples[0].dtype)
         _checks.check_image_dtype(op, arg, name)
-        if name == "float16" and arg == "images":
+        if out_dtype == "uint8" and name != "uint8":
+            raise _checks.fail(op, "dtype", "'uint8' only for uint8 images", f"'uint8' for {name} images")
+        if name == "float16" and arg == "images" and not f16_declared:
             # DALI's arithmetic operators reject float16; the blend needs the graph to say so
             raise _checks.fail(op, arg, "float16 images declared on their source (e.g. "
                                "crop_mirror_normalize(dtype=types.FLOAT16)) or cast with "
@@ -105,9 +110,11 @@ def _stack_labels(op: str, labels, n: int):
 class _PairParams:
     """CPU python operator: pairing (random or optimal transport), coins, lambdas and soft labels.
 
-    Inputs: ``(src, labels, draws[, shapes][, layout])``. ``src`` is the images (CPU), the
-    ``features``, the cost rows of :class:`_KMixupCosts` or the image shapes; ``shapes`` is
-    given when ``src`` is not the images themselves, ``layout`` for mix/CutMix. ``draws`` is one
+    Inputs: ``(src, labels, draws[, images or shapes][, layout][, extra/mask shapes...])``.
+    ``src`` is the images (CPU), the ``features``, the cost rows of :class:`_KMixupCosts` or the
+    image shapes; when ``src`` is not the images, the CPU images (or, on GPU, their shapes)
+    follow; ``layout`` for mix/CutMix; then the shapes of the ``extra`` and ``masks`` tensors
+    (mix/CutMix only, to check their layout against the images'). ``draws`` is one
     float64 vector per sample (DALI random outputs concatenated, so the operator converts one
     input instead of five): ``[u0, u1, lam(, coin)]`` for k-mixup and
     ``[u0, u1, lam, lam_cut, box_y, box_x, coin_prob, coin_switch]`` for mix.
@@ -117,12 +124,14 @@ class _PairParams:
     sample), soft labels, [dominant share (0/1, same shape)].
     """
 
-    def __init__(self, op: str, opts: dict, source: str, kind: str, *, with_shapes: bool,
-                 with_masks: bool, float16_declared: bool = False):
+    def __init__(self, op: str, opts: dict, source: str, kind: str, *, aux: str | None,
+                 with_masks: bool, float16_declared: bool = False, extra_args=()):
         # source: "images" (host images, also what the cost is computed on), "features" (host
-        # features), "costs" (rows from the GPU operator) or "shapes" (k = 1 on GPU)
+        # features), "costs" (rows from the GPU operator) or "shapes" (k = 1 on GPU);
+        # aux: what follows the draws when src is not the images: "images" or "shapes"
         self.op, self.opts, self.source, self.kind = op, opts, source, kind
-        self.with_shapes, self.with_masks, self.f16 = with_shapes, with_masks, float16_declared
+        self.aux, self.with_masks, self.f16 = aux, with_masks, float16_declared
+        self.extra_args = list(extra_args)
 
     def _costs(self, src, bp, b):
         op, o = self.op, self.opts
@@ -139,12 +148,12 @@ class _PairParams:
         op, o = self.op, self.opts
         rest = list(rest)
         b = len(src)
-        if self.with_shapes:
-            shapes = [tuple(int(v) for v in s) for s in rest.pop(0)]
+        images = src if self.aux is None else rest.pop(0)
+        if self.aux == "shapes":  # GPU images: their dtype is checked by the device operators
+            shapes = [tuple(int(v) for v in s) for s in images]
         else:
-            shapes = [tuple(a.shape) for a in src]
-            if not self.f16:
-                _check_images_dtype(op, src)
+            shapes = [tuple(a.shape) for a in images]
+            _check_images_dtype(op, images, f16_declared=self.f16, out_dtype=o["dtype"])
         _checks.check_batch_shapes(op, "images", shapes)
         y = soft_labels(_stack_labels(op, labels, b), b, num_classes=o["num_classes"],
                         label_smoothing=o["label_smoothing"], dtype=np.float32, xp=np, op=op)
@@ -170,6 +179,9 @@ class _PairParams:
                                "e.g. 'HWC'), to find H and W for CutMix", "no layout")
         ah, aw = _cm.spatial_axes(lay, ndim, op) if b else (0, 1)
         hw = (shapes[0][ah], shapes[0][aw]) if b else (1, 1)
+        for arg, ex_shapes in zip(self.extra_args, rest):
+            for s in ex_shapes:
+                _cm.check_spatial(op, arg, tuple(int(v) for v in s), shapes[0], ah, aw)
         md = _cm.MixDraws(u=v[:, :2], lam=v[:, 2], lam_cut=v[:, 3], box=v[:, 4:6], coin=v[:, 6:8])
         p = _cm.plan(md, b, hw, k=o["k"], pairing=o["pairing"], cost=o["cost"], lam_mode=o["lam_mode"],
                      prob=o["prob"], switch_prob=o["switch_prob"], mixup_alpha=o["mixup_alpha"],
@@ -196,8 +208,8 @@ class _KMixupCosts:
     Only these rows leave the device; the assignment is solved by :class:`_KMixupParams`.
     """
 
-    def __init__(self, op: str, opts: dict):
-        self.op, self.opts = op, opts
+    def __init__(self, op: str, opts: dict, float16_declared: bool = False):
+        self.op, self.opts, self.f16 = op, opts, float16_declared
 
     def __call__(self, feats, u):
         op, o = self.op, self.opts
@@ -205,10 +217,11 @@ class _KMixupCosts:
         if b == 0:
             return []
         xp = namespace_of(feats[0])
-        _check_images_dtype(op, feats, "features" if o["has_features"] else "images")
+        _check_images_dtype(op, feats, "features" if o["has_features"] else "images",
+                            f16_declared=self.f16, out_dtype=None if o["has_features"] else o["dtype"])
         _checks.check_batch_shapes(op, "features" if o["has_features"] else "images",
                                    [tuple(f.shape) for f in feats])
-        plan = _km.plan_blocks(np.stack([to_numpy(a) for a in u]), b, o["k"], o["pairing"])
+        plan = _km.plan_blocks(to_numpy(stack(u, xp)), b, o["k"], o["pairing"])  # one copy
         if plan.k <= 1:
             return unstack(xp.zeros((b, 1), dtype=xp.float32))
         x = flat_features(stack(feats, xp), b, xp, op)
@@ -239,8 +252,7 @@ class _ZetaParams:
         o, op = self.opts, _zeta.OP
         b = len(images_or_shapes)
         if self.host:
-            if not self.f16:
-                _check_images_dtype(op, images_or_shapes)
+            _check_images_dtype(op, images_or_shapes, f16_declared=self.f16, out_dtype=o["dtype"])
             _checks.check_batch_shapes(op, "images", [tuple(a.shape) for a in images_or_shapes])
         else:
             _check_shapes(op, images_or_shapes)
@@ -275,14 +287,15 @@ class _ZetaOthers:
     """Python operator on the images' device (GPU path, and extra tensors on CPU):
     ``sum_{t>=1} w_t x_index(i,t)`` (float32)."""
 
-    def __init__(self, opts: dict):
-        self.opts = opts
+    def __init__(self, opts: dict, float16_declared: bool = False):
+        self.opts, self.f16 = opts, float16_declared
 
     def __call__(self, images, index, weights):
         if not images:
             return []
-        _check_images_dtype(_zeta.OP, images)
-        idx = np.stack([to_numpy(a) for a in index]).astype(np.int64)
+        xp = namespace_of(images[0])
+        _check_images_dtype(_zeta.OP, images, f16_declared=self.f16, out_dtype=self.opts["dtype"])
+        idx = to_numpy(stack(index, xp)).astype(np.int64)  # one device-to-host copy
         return _mix_samples(images, idx, to_numpy(weights[0]).astype(np.float32), self.opts["method"])
 
 
@@ -290,9 +303,10 @@ class _ZetaOthers:
 
 
 def _finish(mixed, dtype, types, dfn):
-    if dtype is None or dtype == "float32":
+    if dtype is None:
         return mixed
-    target = {"float16": types.FLOAT16, "float64": types.FLOAT64, "uint8": types.UINT8}[dtype]
+    target = {"float16": types.FLOAT16, "float32": types.FLOAT, "float64": types.FLOAT64,
+              "uint8": types.UINT8}[dtype]
     return dfn.cast(mixed, dtype=target)
 
 
@@ -309,19 +323,29 @@ def _check_nodes(op: str, DataNode, images, labels, features, extra, masks) -> t
     return tuple(extra), tuple(masks)
 
 
-def _pair_source(op, opts, images, features, u, dfn):
+def _pair_source(op, opts, images, features, u, dfn, f16: bool):
     """What the pairing operator reads: host images or features, GPU cost rows, or shapes."""
     if opts["k"] > 1:
         feats = features if features is not None else images
         if feats.device == "gpu":
-            rows = dfn.python_function(feats, u.gpu(), function=_KMixupCosts(op, opts), device="gpu",
-                                       batch_processing=True, num_outputs=1)
+            rows = dfn.python_function(feats, u.gpu(), function=_KMixupCosts(op, opts, f16),
+                                       device="gpu", batch_processing=True, num_outputs=1)
             return rows.cpu(), "costs"
         if features is not None:
             return features, "features"
     if images.device == "cpu":
         return images, "images"
     return images.shape(device="cpu"), "shapes"
+
+
+def _pair_inputs(src, source, images, labels, draws):
+    """Inputs of :class:`_PairParams` and what follows the draws (``aux``)."""
+    inputs = [src, labels.cpu() if labels.device == "gpu" else labels, draws]
+    if source == "images":
+        return inputs, None
+    aux = "images" if images.device == "cpu" else "shapes"
+    inputs.append(images if aux == "images" else images.shape(device="cpu"))
+    return inputs, aux
 
 
 def _concat_draws(dfn, types, nodes):
@@ -376,19 +400,17 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
     extra, masks = _check_nodes(_op, DataNode, images, labels, features, extra, masks)
     _check_label_source(_op, labels, opts["num_classes"])
     opts["has_features"] = features is not None
-    s = _seeds(seed, 3)
+    s = _seeds(_op, seed, 3)
     u = dfn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, **s[0])
     draws = [u, dfn.random.beta(alpha=opts["alpha"], beta=opts["alpha"], **s[1])]
     if opts["prob"] < 1.0:
         draws.append(dfn.random.uniform(range=[0.0, 1.0], dtype=types.FLOAT64, **s[2]))
     x, f16 = _blend_input(images, types, dfn)
-    src, source = _pair_source(_op, opts, images, features, u, dfn)
-    inputs = [src, labels.cpu() if labels.device == "gpu" else labels, _concat_draws(dfn, types, draws)]
-    if source != "images":
-        inputs.append(images.shape(device="cpu"))
+    src, source = _pair_source(_op, opts, images, features, u, dfn, f16)
+    inputs, aux = _pair_inputs(src, source, images, labels, _concat_draws(dfn, types, draws))
     outs = dfn.python_function(
-        *inputs, function=_PairParams(_op, opts, source, "kmixup", with_shapes=source != "images",
-                                      with_masks=bool(masks), float16_declared=f16),
+        *inputs, function=_PairParams(_op, opts, source, "kmixup", aux=aux, with_masks=bool(masks),
+                                      float16_declared=f16),
         batch_processing=True, num_outputs=4 if masks else 3)
     partner, lam, soft = outs[:3]
     lam_d = _on(lam, images)
@@ -397,7 +419,8 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
         return lam_d * a + (1.0 - lam_d) * dfn.permute_batch(a, indices=partner)
 
     out = (_finish(blend(x), opts["dtype"], types, dfn), _on(soft, images))
-    out += tuple(blend(e) for e in extra) + tuple(dfn.permute_batch(m, indices=outs[3]) for m in masks)
+    out += tuple(blend(_blend_input(e, types, dfn)[0]) for e in extra)
+    out += tuple(dfn.permute_batch(m, indices=outs[3]) for m in masks)
     return out + (partner, lam) if return_info else out
 
 
@@ -448,21 +471,22 @@ def mix(images, labels, *, mixup_alpha: float = 1.0, cutmix_alpha: float = 1.0, 
     extra, masks = _check_nodes(_op, DataNode, images, labels, features, extra, masks)
     _check_label_source(_op, labels, opts["num_classes"])
     opts["has_features"] = features is not None
-    s = _seeds(seed, 5)
+    s = _seeds(_op, seed, 5)
     u = dfn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, **s[0])
     a_m, a_c = opts["mixup_alpha"] or 1.0, opts["cutmix_alpha"] or 1.0
     draws = [u, dfn.random.beta(alpha=a_m, beta=a_m, **s[1]), dfn.random.beta(alpha=a_c, beta=a_c, **s[2]),
              dfn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, **s[3]),
              dfn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, **s[4])]
     x, f16 = _blend_input(images, types, dfn)
-    src, source = _pair_source(_op, opts, images, features, u, dfn)
-    inputs = [src, labels.cpu() if labels.device == "gpu" else labels, _concat_draws(dfn, types, draws)]
-    if source != "images":
-        inputs.append(images.shape(device="cpu"))
+    src, source = _pair_source(_op, opts, images, features, u, dfn, f16)
+    inputs, aux = _pair_inputs(src, source, images, labels, _concat_draws(dfn, types, draws))
     inputs.append(images.property("layout", device="cpu"))
+    # extras and masks must share the images' layout: their shapes are checked per batch
+    named = [(f"extra[{j}]", e) for j, e in enumerate(extra)] + [(f"masks[{j}]", m) for j, m in enumerate(masks)]
+    inputs += [n.shape(device="cpu") for _, n in named]
     outs = dfn.python_function(
-        *inputs, function=_PairParams(_op, opts, source, "mix", with_shapes=source != "images",
-                                      with_masks=bool(masks), float16_declared=f16),
+        *inputs, function=_PairParams(_op, opts, source, "mix", aux=aux, with_masks=bool(masks),
+                                      float16_declared=f16, extra_args=[a for a, _ in named]),
         batch_processing=True, num_outputs=5 if masks else 4)
     partner, lam, share, soft = outs[:4]
     share_d = _on(share, images)
@@ -471,7 +495,7 @@ def mix(images, labels, *, mixup_alpha: float = 1.0, cutmix_alpha: float = 1.0, 
         return a * (1.0 - m) + dfn.permute_batch(a, indices=partner) * m
 
     out = (_finish(paste(x, share_d), opts["dtype"], types, dfn), _on(soft, images))
-    out += tuple(paste(e, share_d) for e in extra)
+    out += tuple(paste(_blend_input(e, types, dfn)[0], share_d) for e in extra)
     out += tuple(dfn.cast_like(paste(m, _on(outs[4], images)), m) for m in masks)
     return out + (partner, lam) if return_info else out
 
@@ -526,7 +550,7 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
     opts["method"] = method
     extra, masks = _check_nodes(op, DataNode, images, labels, None, extra, masks)
     _check_label_source(op, labels, opts["num_classes"])
-    s = _seeds(seed, 3)
+    s = _seeds(op, seed, 3)
     width = Pipeline.current().max_batch_size
     draws = [dfn.random.uniform(range=[0.0, 1.0], shape=[width], **s[0]),
              dfn.random.uniform(range=[0.0, 1.0], dtype=types.FLOAT64, **s[1])]
@@ -539,7 +563,7 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
         index, weights, w1, soft = dfn.python_function(
             images.shape(device="cpu"), labels_cpu, _concat_draws(dfn, types, draws),
             function=_ZetaParams(opts, False, True, f16), batch_processing=True, num_outputs=4)
-        others = dfn.python_function(x, index.gpu(), weights.gpu(), function=_ZetaOthers(opts),
+        others = dfn.python_function(x, index.gpu(), weights.gpu(), function=_ZetaOthers(opts, f16),
                                      device="gpu", batch_processing=True, num_outputs=1)
     else:
         want_index = return_info or bool(extra)  # the extras are mixed by index and weights
@@ -549,13 +573,13 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
         others, w1, soft = outs[:3]
         index, weights = outs[3:] if want_index else (None, None)
 
-    def mix_(a):
-        if a is x:
-            return _on(w1, a) * a + others
-        o = dfn.python_function(a, _on(index, a), _on(weights, a), function=_ZetaOthers(opts),
-                                device=a.device, batch_processing=True, num_outputs=1)
-        return _on(w1, a) * a + o
+    def mix_extra(e):
+        e, e16 = _blend_input(e, types, dfn)
+        o = dfn.python_function(e, _on(index, e), _on(weights, e),
+                                function=_ZetaOthers({**opts, "dtype": None}, e16),
+                                device=e.device, batch_processing=True, num_outputs=1)
+        return _on(w1, e) * e + o
 
-    out = (_finish(mix_(x), opts["dtype"], types, dfn), _on(soft, images))
-    out += tuple(mix_(e) for e in extra) + tuple(masks)
+    out = (_finish(_on(w1, x) * x + others, opts["dtype"], types, dfn), _on(soft, images))
+    out += tuple(mix_extra(e) for e in extra) + tuple(masks)
     return out + (index, weights) if return_info else out

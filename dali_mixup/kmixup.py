@@ -265,7 +265,7 @@ class MixupResult:
 
     Attributes:
         images: mixed batch ``[B, ...]``.
-        labels: soft labels ``[B, num_classes]`` float32 (float64 for float64 images).
+        labels: soft labels ``[B, num_classes]``, float32.
         partner: ``[B]`` int64, the sample each output was mixed with (itself: not mixed).
         lam: ``[B]`` the weight of the sample itself.
         k: the block size actually used.
@@ -336,7 +336,7 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
     b = images.shape[0]
     wd = work_dtype(xp, in_name)
     y = soft_labels(labels, b, num_classes=opts["num_classes"], label_smoothing=opts["label_smoothing"],
-                    dtype=wd, xp=xp, op=_op)
+                    dtype=xp.float32, xp=xp, op=_op, device=getattr(images, "device", None))
     if draws is None:
         draws = draw(rng if rng is not None else np.random.default_rng(), b, opts["alpha"])
     arg = "features" if features is not None else "images"

@@ -12,6 +12,8 @@ float labels are taken as given.
 """
 from __future__ import annotations
 
+import warnings
+
 from ._checks import LABEL_SUM_TOL, fail
 
 
@@ -20,7 +22,7 @@ def _is_integer(xp, a) -> bool:
 
 
 def soft_labels(labels, batch_size: int, *, num_classes: int | None, label_smoothing: float,
-                dtype, xp, op: str = "labels"):
+                dtype, xp, op: str = "labels", device=None):
     """Return float labels ``[B, C]`` of ``dtype`` whose rows sum to 1.
 
     Args:
@@ -31,8 +33,9 @@ def soft_labels(labels, batch_size: int, *, num_classes: int | None, label_smoot
         dtype: the float dtype of the result (an ``xp`` dtype).
         xp: the array namespace.
         op: operator name used in error messages.
+        device: the images' device (labels are moved there).
     """
-    labels = xp.asarray(labels)
+    labels = xp.asarray(labels) if device is None else xp.asarray(labels, device=device)
     if labels.ndim == 0 or labels.shape[0] != batch_size:
         got = "a scalar" if labels.ndim == 0 else f"a batch of {labels.shape[0]}"
         raise fail(op, "labels", f"a batch of {batch_size} labels, as many as 'images'", got)
@@ -50,8 +53,9 @@ def soft_labels(labels, batch_size: int, *, num_classes: int | None, label_smoot
                 bad = lo if lo < 0 else hi
                 raise fail(op, "labels", f"class ids in [0, {num_classes - 1}] (num_classes="
                            f"{num_classes})", f"class id {bad}")
-        classes = xp.arange(num_classes, dtype=labels.dtype)
-        onehot = xp.astype(labels[:, None] == classes[None, :], dtype)
+        # int64: a narrow label dtype (uint8 with C > 256) must not wrap around
+        classes = xp.arange(num_classes, dtype=xp.int64, device=getattr(labels, "device", None))
+        onehot = xp.astype(xp.astype(labels, xp.int64)[:, None] == classes[None, :], dtype)
         if label_smoothing > 0:
             onehot = onehot * (1.0 - label_smoothing) + label_smoothing / num_classes
         return onehot
@@ -64,6 +68,9 @@ def soft_labels(labels, batch_size: int, *, num_classes: int | None, label_smoot
     if num_classes is not None and width != num_classes:
         raise fail(op, "labels", f"float label vectors of width num_classes={num_classes}",
                    f"width {width}")
+    if label_smoothing > 0:
+        warnings.warn(f"{op}: label_smoothing={label_smoothing} applies to class-id labels; "
+                      "float labels are used as given", stacklevel=3)
     soft = xp.astype(labels, dtype)
     if batch_size:
         if not bool(xp.all(xp.isfinite(soft))):

@@ -208,7 +208,7 @@ class ZetaResult:
 
     Attributes:
         images: mixed batch ``[B, ...]``.
-        labels: soft labels ``[B, num_classes]``.
+        labels: soft labels ``[B, num_classes]``, float32.
         index: ``[B, T]`` int64, column 0 is the sample itself.
         weights: ``[B, T]`` rows sum to 1 (the same row for every sample).
         gamma: the gamma used for this batch.
@@ -268,7 +268,7 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
     b = images.shape[0]
     wd = work_dtype(xp, in_name)
     y = soft_labels(labels, b, num_classes=opts["num_classes"], label_smoothing=opts["label_smoothing"],
-                    dtype=wd, xp=xp, op=OP)
+                    dtype=xp.float32, xp=xp, op=OP, device=getattr(images, "device", None))
     if draws is None:
         draws = draw(rng if rng is not None else np.random.default_rng(), b)
     index, weights, g = plan(draws, b, opts["T"], opts["gamma"], opts["prob"])

@@ -39,9 +39,9 @@ def test_device_cost_rows_give_the_host_result(pairing, cost, B, rng):
     rows = mfn._KMixupCosts("k_mixup", opts)([xps.asarray(f) for f in feats], [xps.asarray(a) for a in u])
     rows = [to_numpy(r) for r in rows]
     draws = [np.array([a[0], a[1], l]) for a, l in zip(u, lam)]
-    via_device = mfn._PairParams("k_mixup", opts, "costs", "kmixup", with_shapes=True, with_masks=False)(
+    via_device = mfn._PairParams("k_mixup", opts, "costs", "kmixup", aux="shapes", with_masks=False)(
         rows, labels, draws, shapes)
-    on_host = mfn._PairParams("k_mixup", opts, "images", "kmixup", with_shapes=False, with_masks=False)(
+    on_host = mfn._PairParams("k_mixup", opts, "images", "kmixup", aux=None, with_masks=False)(
         feats, labels, draws)
     for a, b in zip(via_device, on_host):
         np.testing.assert_allclose(np.stack(a), np.stack(b), rtol=1e-6)
@@ -55,7 +55,7 @@ def test_device_zeta_mix_matches_numpy(method, rng):
     index, weights, _ = zm.plan(d, B, T, (2.8, 2.8))
     idx = [index[i].astype(np.int32) for i in range(B)]
     w = [weights.astype(np.float32)] * B
-    op = mfn._ZetaOthers({"method": method})
+    op = mfn._ZetaOthers({"method": method, "dtype": None})
     got = op([xps.asarray(a) for a in imgs], [xps.asarray(a) for a in idx], [xps.asarray(a) for a in w])
     want = op(imgs, idx, w)
     x = np.stack(imgs).astype(np.float32)
@@ -78,8 +78,8 @@ def test_cost_rows_route_through_a_pipeline(monkeypatch, rng):
 
     (want,), _ = run_dali(graph, [(imgs, labels)])
 
-    def device_route(op, opts, images, features, u, dfn_):  # noqa: ARG001
-        rows = dfn.python_function(images, u, function=mfn._KMixupCosts(op, opts), device="cpu",
+    def device_route(op, opts, images, features, u, dfn_, f16):  # noqa: ARG001
+        rows = dfn.python_function(images, u, function=mfn._KMixupCosts(op, opts, f16), device="cpu",
                                    batch_processing=True, num_outputs=1)
         return rows, "costs"
 
