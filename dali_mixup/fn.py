@@ -57,11 +57,11 @@ def _check_label_source(op: str, labels, num_classes) -> None:
                            f"(these labels come from {name.replace('__', '.')})", None)
 
 
-def _seeds(op: str, seed, n: int):
+def _seed(op: str, seed) -> dict:
+    """Keyword arguments of the operator's one random operator (none: the pipeline seeds it)."""
     if seed is None:
-        return [{} for _ in range(n)]
-    seed = _checks.check_int(op, "seed", seed, minimum=0)
-    return [{"seed": (seed + i) % (2**31 - 1)} for i in range(n)]
+        return {}
+    return {"seed": _checks.check_int(op, "seed", seed, minimum=0)}
 
 
 def _scalars(values, dtype) -> list:
@@ -116,8 +116,9 @@ class _PairParams:
     follow; ``layout`` for mix/CutMix; then the shapes of the ``extra`` and ``masks`` tensors
     (mix/CutMix only, to check their layout against the images'). ``draws`` is one
     float64 vector per sample (DALI random outputs concatenated, so the operator converts one
-    input instead of five): ``[u0, u1, lam(, coin)]`` for k-mixup and
-    ``[u0, u1, lam, lam_cut, box_y, box_x, coin_prob, coin_switch]`` for mix.
+    input): ``[u0, u1, u_lam(, coin)]`` for k-mixup and
+    ``[u0, u1, u_lam, u_lam_cut, box_y, box_x, coin_prob, coin_switch]`` for mix, all uniform in
+    [0, 1); the lambdas are Beta quantiles of ``u_lam`` (:func:`dali_mixup.kmixup.beta_quantile`).
 
     Outputs for k-mixup: partner (int32), lam (float32), soft labels, [dominant (int32)].
     Outputs for mix: partner, lam, share (the partner's pixel share, broadcastable against the
@@ -159,9 +160,11 @@ class _PairParams:
                         label_smoothing=o["label_smoothing"], dtype=np.float32, xp=np, op=op)
         v = np.stack(draws).astype(np.float64) if b else np.zeros((0, 8))
         bp = _km.plan_blocks(v[:, :2], b, o["k"], o["pairing"])
+        rep = _km.representatives(bp, o["lam_mode"], b)
         costs = self._costs(src, bp, b) if bp.k > 1 else None
         if self.kind == "kmixup":
-            d = _km.KMixupDraws(u=v[:, :2], lam=v[:, 2], coin=v[:, 3] if v.shape[1] > 3 else None)
+            d = _km.KMixupDraws(u=v[:, :2], lam=_km.beta_at(o["alpha"], v[:, 2], rep),
+                                coin=v[:, 3] if v.shape[1] > 3 else None)
             cols = _km.solve_blocks(costs, bp.sizes) if costs is not None else None
             partner = _km.assemble(bp, cols, b)
             lam = _km.lambdas(bp, d.lam, o["lam_mode"], partner)
@@ -182,7 +185,9 @@ class _PairParams:
         for arg, ex_shapes in zip(self.extra_args, rest):
             for s in ex_shapes:
                 _cm.check_spatial(op, arg, tuple(int(v) for v in s), shapes[0], ah, aw)
-        md = _cm.MixDraws(u=v[:, :2], lam=v[:, 2], lam_cut=v[:, 3], box=v[:, 4:6], coin=v[:, 6:8])
+        md = _cm.MixDraws(u=v[:, :2], lam=_km.beta_at(o["mixup_alpha"] or 1.0, v[:, 2], rep),
+                          lam_cut=_km.beta_at(o["cutmix_alpha"] or 1.0, v[:, 3], rep), box=v[:, 4:6],
+                          coin=v[:, 6:8])
         p = _cm.plan(md, b, hw, k=o["k"], pairing=o["pairing"], cost=o["cost"], lam_mode=o["lam_mode"],
                      prob=o["prob"], switch_prob=o["switch_prob"], mixup_alpha=o["mixup_alpha"],
                      cutmix_alpha=o["cutmix_alpha"], correct_lam=o["correct_lam"], costs=costs, op=op)
@@ -348,12 +353,6 @@ def _pair_inputs(src, source, images, labels, draws):
     return inputs, aux
 
 
-def _concat_draws(dfn, types, nodes):
-    """One float64 vector per sample from several DALI random outputs (fewer operator inputs)."""
-    parts = [dfn.reshape(dfn.cast(n, dtype=types.FLOAT64), shape=[-1]) for n in nodes]
-    return dfn.cat(*parts, axis=0)
-
-
 def _on(node, like):
     return node.gpu() if like.device == "gpu" else node
 
@@ -386,8 +385,8 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
         masks: integer DataNodes (segmentation maps): each output takes its dominant
             sample's map (the one with weight >= 0.5).
         return_info: also return ``partner`` (int32) and ``lam`` (float32) per sample.
-        seed: seed of this operator's random draws (seed, seed + 1, seed + 2; default:
-            derived from the pipeline seed).
+        seed: seed of this operator's one random operator (default: derived from the
+            pipeline seed).
 
     Returns:
         ``(images, labels, *extra, *masks)``, then ``(partner, lam)`` with ``return_info``.
@@ -400,14 +399,12 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
     extra, masks = _check_nodes(_op, DataNode, images, labels, features, extra, masks)
     _check_label_source(_op, labels, opts["num_classes"])
     opts["has_features"] = features is not None
-    s = _seeds(_op, seed, 3)
-    u = dfn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, **s[0])
-    draws = [u, dfn.random.beta(alpha=opts["alpha"], beta=opts["alpha"], **s[1])]
-    if opts["prob"] < 1.0:
-        draws.append(dfn.random.uniform(range=[0.0, 1.0], dtype=types.FLOAT64, **s[2]))
+    # one DALI random operator: [u0, u1, u_lam(, coin)] per sample
+    draws = dfn.random.uniform(range=[0.0, 1.0], shape=[4 if opts["prob"] < 1.0 else 3],
+                               dtype=types.FLOAT64, **_seed(_op, seed))
     x, f16 = _blend_input(images, types, dfn)
-    src, source = _pair_source(_op, opts, images, features, u, dfn, f16)
-    inputs, aux = _pair_inputs(src, source, images, labels, _concat_draws(dfn, types, draws))
+    src, source = _pair_source(_op, opts, images, features, draws, dfn, f16)
+    inputs, aux = _pair_inputs(src, source, images, labels, draws)
     outs = dfn.python_function(
         *inputs, function=_PairParams(_op, opts, source, "kmixup", aux=aux, with_masks=bool(masks),
                                       float16_declared=f16),
@@ -448,7 +445,7 @@ def mix(images, labels, *, mixup_alpha: float = 1.0, cutmix_alpha: float = 1.0, 
 
     Args:
         images, labels, num_classes, label_smoothing, dtype, features, return_info, seed:
-            as for :func:`k_mixup` (draws use seed .. seed + 4).
+            as for :func:`k_mixup`.
         mixup_alpha, cutmix_alpha: Beta parameters; 0 disables that method.
         prob: probability that a lam group is mixed at all (applied once, never twice).
         switch_prob: probability of CutMix instead of mixup when both alphas are > 0.
@@ -471,15 +468,11 @@ def mix(images, labels, *, mixup_alpha: float = 1.0, cutmix_alpha: float = 1.0, 
     extra, masks = _check_nodes(_op, DataNode, images, labels, features, extra, masks)
     _check_label_source(_op, labels, opts["num_classes"])
     opts["has_features"] = features is not None
-    s = _seeds(_op, seed, 5)
-    u = dfn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, **s[0])
-    a_m, a_c = opts["mixup_alpha"] or 1.0, opts["cutmix_alpha"] or 1.0
-    draws = [u, dfn.random.beta(alpha=a_m, beta=a_m, **s[1]), dfn.random.beta(alpha=a_c, beta=a_c, **s[2]),
-             dfn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, **s[3]),
-             dfn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, **s[4])]
+    # one DALI random operator: [u0, u1, u_lam, u_lam_cut, box_y, box_x, coin_prob, coin_switch]
+    draws = dfn.random.uniform(range=[0.0, 1.0], shape=[8], dtype=types.FLOAT64, **_seed(_op, seed))
     x, f16 = _blend_input(images, types, dfn)
-    src, source = _pair_source(_op, opts, images, features, u, dfn, f16)
-    inputs, aux = _pair_inputs(src, source, images, labels, _concat_draws(dfn, types, draws))
+    src, source = _pair_source(_op, opts, images, features, draws, dfn, f16)
+    inputs, aux = _pair_inputs(src, source, images, labels, draws)
     inputs.append(images.property("layout", device="cpu"))
     # extras and masks must share the images' layout: their shapes are checked per batch
     named = [(f"extra[{j}]", e) for j, e in enumerate(extra)] + [(f"masks[{j}]", m) for j, m in enumerate(masks)]
@@ -535,8 +528,8 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
         masks: integer DataNodes; each output keeps its own (the sample itself dominates).
         return_info: also return ``index`` (int32 ``[T]``, entry 0 the sample itself) and
             ``weights`` (float32 ``[T]``) per sample.
-        seed: seed of this operator's random draws (seed .. seed + 2; default: derived from
-            the pipeline seed).
+        seed: seed of this operator's one random operator (default: derived from the
+            pipeline seed).
 
     Returns:
         ``(images, labels, *extra, *masks)``, then ``(index, weights)`` with ``return_info``.
@@ -550,24 +543,22 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
     opts["method"] = method
     extra, masks = _check_nodes(op, DataNode, images, labels, None, extra, masks)
     _check_label_source(op, labels, opts["num_classes"])
-    s = _seeds(op, seed, 3)
+    # one DALI random operator: [u (max batch size), g(, coin)] per sample
     width = Pipeline.current().max_batch_size
-    draws = [dfn.random.uniform(range=[0.0, 1.0], shape=[width], **s[0]),
-             dfn.random.uniform(range=[0.0, 1.0], dtype=types.FLOAT64, **s[1])]
-    if opts["prob"] < 1.0:
-        draws.append(dfn.random.uniform(range=[0.0, 1.0], dtype=types.FLOAT64, **s[2]))
+    draws = dfn.random.uniform(range=[0.0, 1.0], shape=[width + (2 if opts["prob"] < 1.0 else 1)],
+                               **_seed(op, seed))
     on_gpu = images.device == "gpu"
     x, f16 = _blend_input(images, types, dfn)
     labels_cpu = labels.cpu() if labels.device == "gpu" else labels
     if on_gpu:
         index, weights, w1, soft = dfn.python_function(
-            images.shape(device="cpu"), labels_cpu, _concat_draws(dfn, types, draws),
+            images.shape(device="cpu"), labels_cpu, draws,
             function=_ZetaParams(opts, False, True, f16), batch_processing=True, num_outputs=4)
         others = dfn.python_function(x, index.gpu(), weights.gpu(), function=_ZetaOthers(opts, f16),
                                      device="gpu", batch_processing=True, num_outputs=1)
     else:
         want_index = return_info or bool(extra)  # the extras are mixed by index and weights
-        outs = dfn.python_function(x, labels_cpu, _concat_draws(dfn, types, draws),
+        outs = dfn.python_function(x, labels_cpu, draws,
                                    function=_ZetaParams(opts, True, want_index, f16),
                                    batch_processing=True, num_outputs=5 if want_index else 3)
         others, w1, soft = outs[:3]

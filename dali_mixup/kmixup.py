@@ -52,6 +52,29 @@ class KMixupDraws:
     coin: np.ndarray | None = None
 
 
+def beta_quantile(alpha: float, u) -> np.ndarray:
+    """Beta(alpha, alpha) draws from uniforms ``u`` by inversion (``scipy.special.betaincinv``).
+
+    The DALI operators draw only uniforms (one DALI random operator per mixing operator, so one
+    python-operator input) and turn them into lambdas here.
+    """
+    u = np.asarray(u, dtype=np.float64)
+    if alpha == 1.0:
+        return u  # Beta(1, 1) is uniform
+    from scipy.special import betaincinv
+
+    return betaincinv(alpha, alpha, u)
+
+
+def beta_at(alpha: float, u: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``[B]`` array holding :func:`beta_quantile` of ``u`` at the positions ``idx`` (else 0):
+    the lambdas of the lam groups' representatives, without inverting the other draws."""
+    out = np.zeros(u.shape[0])
+    need = np.unique(idx)
+    out[need] = beta_quantile(alpha, u[need])
+    return out
+
+
 def draw(rng: np.random.Generator, batch_size: int, alpha: float) -> KMixupDraws:
     """Draw the random numbers for a batch of ``batch_size`` from a NumPy Generator."""
     return KMixupDraws(u=rng.random((batch_size, 2)), lam=rng.beta(alpha, alpha, size=batch_size),

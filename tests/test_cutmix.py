@@ -185,21 +185,17 @@ def _replay_mix_draws(sizes, mixup_alpha, cutmix_alpha, max_bs):
     @pipeline_def(batch_size=max_bs, num_threads=1, device_id=None, seed=1, prefetch_queue_depth=1)
     def pipe():
         n = fn.external_source(name="n")
-        a_m, a_c = mixup_alpha or 1.0, cutmix_alpha or 1.0
-        return (fn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, seed=SEED),
-                fn.random.beta(alpha=a_m, beta=a_m, seed=SEED + 1),
-                fn.random.beta(alpha=a_c, beta=a_c, seed=SEED + 2),
-                fn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, seed=SEED + 3),
-                fn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, seed=SEED + 4), n)
+        return fn.random.uniform(range=[0.0, 1.0], shape=[8], dtype=types.FLOAT64, seed=SEED), n
 
     p = pipe()
     p.build()
     out = []
     for b in sizes:
         p.feed_input("n", [np.zeros(1, np.uint8)] * b)
-        u, lam, lam_cut, box, coin, _ = [np.stack([np.array(t[i]) for i in range(b)]) for t in p.run()]
-        out.append(cm.MixDraws(u=u, lam=lam.astype(np.float64), lam_cut=lam_cut.astype(np.float64),
-                               box=box, coin=coin))
+        v = np.stack([np.array(t) for t in p.run()[0]])
+        out.append(cm.MixDraws(u=v[:, :2], lam=km.beta_quantile(mixup_alpha or 1.0, v[:, 2]),
+                               lam_cut=km.beta_quantile(cutmix_alpha or 1.0, v[:, 3]),
+                               box=v[:, 4:6], coin=v[:, 6:8]))
     return out
 
 

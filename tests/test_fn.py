@@ -17,29 +17,29 @@ SEED = 77
 
 
 def _dali_draws(kind, batch_sizes, *, alpha=1.0, max_bs=None):
-    """Replay an operator's draws: it uses DALI random ops seeded with seed and seed + 1."""
+    """Replay an operator's draws: one DALI uniform operator seeded with the operator's seed."""
     max_bs = max_bs or max(batch_sizes)
 
     @pipeline_def(batch_size=max_bs, num_threads=1, device_id=None, seed=1, prefetch_queue_depth=1)
     def pipe():
         n = fn.external_source(name="n")
         if kind == "k":
-            u = fn.random.uniform(range=[0.0, 1.0], shape=[2], dtype=types.FLOAT64, seed=SEED)
-            lam = fn.random.beta(alpha=alpha, beta=alpha, seed=SEED + 1)
+            v = fn.random.uniform(range=[0.0, 1.0], shape=[3], dtype=types.FLOAT64, seed=SEED)
         else:
-            u = fn.random.uniform(range=[0.0, 1.0], shape=[max_bs], seed=SEED)
-            lam = fn.random.uniform(range=[0.0, 1.0], dtype=types.FLOAT64, seed=SEED + 1)
-        return u, lam, n
+            v = fn.random.uniform(range=[0.0, 1.0], shape=[max_bs + 1], seed=SEED)
+        return v, n
 
     p = pipe()
     p.build()
     out = []
     for b in batch_sizes:
         p.feed_input("n", [np.zeros(1, np.uint8)] * b)
-        u, lam, _ = p.run()
-        u = np.stack([np.array(u[i]) for i in range(b)]) if b else np.zeros((0, 2))
-        lam = np.array([np.array(lam[i]) for i in range(b)], dtype=np.float64)
-        out.append(km.KMixupDraws(u, lam) if kind == "k" else zm.ZetaDraws(u, lam))
+        v, _ = p.run()
+        v = np.stack([np.array(v[i]) for i in range(b)]) if b else np.zeros((0, 3))
+        if kind == "k":
+            out.append(km.KMixupDraws(v[:, :2], km.beta_quantile(alpha, v[:, 2])))
+        else:
+            out.append(zm.ZetaDraws(v[:, :max_bs], v[:, max_bs].astype(np.float64)))
     return out
 
 
