@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MIXINGS = ("none", "mixup", "kmixup", "zeta")
+MIXINGS = ("none", "mixup", "kmixup", "zeta", "cutmix", "mixup_cutmix")
 DEVICES = ("cpu", "gpu")
 
 
@@ -56,8 +56,10 @@ class MixConfig:
     """Which mixing a training pipeline applies, with its parameters.
 
     Attributes:
-        mixing: ``"none"`` (ERM, one-hot labels), ``"mixup"``, ``"kmixup"`` or ``"zeta"``.
-        alpha: lam ~ Beta(alpha, alpha) for mixup / k-mixup.
+        mixing: ``"none"`` (ERM, one-hot labels), ``"mixup"``, ``"kmixup"``, ``"zeta"``,
+            ``"cutmix"`` or ``"mixup_cutmix"`` (timm-style: per batch mixup or CutMix, each with
+            probability 1/2).
+        alpha: lam ~ Beta(alpha, alpha) for mixup / k-mixup / CutMix.
         k: k-mixup block size (clamped by the operator to what the batch allows).
         gamma: zeta-mixup exponent, or a ``(low, high)`` range sampled per batch.
         T: zeta-mixup samples per mix (None: the whole batch).
@@ -108,6 +110,13 @@ def apply_mixing(images, labels, mix: MixConfig, num_classes: int, *, seed=None,
         return mfn.k_mixup(images, labels, k=mix.k, alpha=mix.alpha, num_classes=num_classes,
                            cost=mix.cost, label_smoothing=mix.label_smoothing,
                            return_info=return_info, seed=seed)
+    if m == "cutmix":
+        return mfn.cutmix(images, labels, alpha=mix.alpha, num_classes=num_classes,
+                          label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed)
+    if m == "mixup_cutmix":
+        return mfn.mix(images, labels, mixup_alpha=mix.alpha, cutmix_alpha=mix.alpha,
+                       switch_prob=0.5, num_classes=num_classes,
+                       label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed)
     return mfn.zeta_mixup(images, labels, gamma=mix.gamma, T=mix.T, num_classes=num_classes,
                           label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed)
 

@@ -111,6 +111,33 @@ def test_training_pipeline_mixes_images_and_labels_consistently(folder, mixing):
             torch.testing.assert_close(y, torch.einsum("bt,btc->bc", w, onehot[idx]))
 
 
+@pytest.mark.parametrize("mixing", ["cutmix", "mixup_cutmix"])
+def test_cutmix_pipelines_paste_or_blend_partners(folder, mixing):
+    """Every output pixel is the sample's own, its partner's, or (mixup) their blend."""
+    B = 8
+    pipe, names = imagefolder_pipeline(folder, batch_size=B, size=12, gray=True, mixing=mixing,
+                                       return_info=True, crop_scale=(0.5, 1.0))
+    (batches,) = run_epochs(pipe, names, LastBatchPolicy.DROP, epochs=1)
+    for b in batches:
+        x, y, orig = b["images"], b["labels"], b["originals"]
+        p, lam = b["index"].long(), b["weight"].reshape(B)
+        torch.testing.assert_close(y.sum(1), torch.ones(B))
+        ids = sample_ids(orig)
+        onehot = torch.nn.functional.one_hot(torch.tensor([class_of(i) for i in ids]),
+                                             NUM_CLASSES).float()
+        torch.testing.assert_close(y, lam[:, None] * onehot + (1 - lam[:, None]) * onehot[p])
+        for i in range(B):
+            own = torch.isclose(x[i], orig[i], atol=1e-4)
+            partner = torch.isclose(x[i], orig[p[i]], atol=1e-4)
+            blend = torch.isclose(x[i], lam[i] * orig[i] + (1 - lam[i]) * orig[p[i]], atol=1e-4)
+            if mixing == "cutmix":  # a box: the uncovered fraction is lam
+                assert (own | partner).all()
+                frac_partner = (partner & ~own).float().mean()
+                assert frac_partner <= 1 - lam[i] + 1e-6
+            else:
+                assert (own | partner).all() or blend.all()
+
+
 def test_validation_pipeline_reads_every_file_once_unmixed(folder):
     pipe, names = imagefolder_pipeline(folder, batch_size=4, size=8, gray=True, training=False)
     (batches,) = run_epochs(pipe, names, LastBatchPolicy.PARTIAL, epochs=1)
