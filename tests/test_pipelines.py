@@ -198,7 +198,7 @@ def test_gpu_request_fails_early_with_a_clear_message(monkeypatch, folder):
         common.resolve_device("tpu")
     assert common.resolve_device("cpu") is None
     with pytest.raises(ValueError, match="mixing must be one of"):
-        imagefolder_pipeline(folder, batch_size=4, mixing="cutmix")
+        imagefolder_pipeline(folder, batch_size=4, mixing="puzzlemix")
 
 
 # ----------------------------------------------------------------------------- arrays
