@@ -178,10 +178,7 @@ class _PairParams:
             d = _km.KMixupDraws(u=v[:, :2], lam=_km.beta_at(o["alpha"], v[:, 2], rep),
                                 coin=v[:, 3] if v.shape[1] > 3 else None)
             cols = _km.solve_blocks(costs, bp.sizes) if costs is not None else None
-            partner = _km.assemble(bp, cols, b)
-            lam = _km.lambdas(bp, d.lam, o["lam_mode"], partner)
-            partner, lam = _km.apply_prob(partner, lam, d.coin, _km.representatives(bp, o["lam_mode"], b),
-                                          o["prob"])
+            partner, lam = _km.partners_and_lambdas(bp, cols, d, b, o["lam_mode"], o["prob"])
             y_mixed = _km.blend(y, partner, lam.astype(np.float32), np)
             out = (_scalars(partner, np.int32), _scalars(lam, np.float32), unstack(y_mixed))
             if self.with_masks:

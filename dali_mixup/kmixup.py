@@ -271,10 +271,16 @@ def match(draws: KMixupDraws, batch_size: int, *, k: int, pairing: str, lam_mode
         from ._backend import to_numpy
 
         cols = solve_blocks(to_numpy(costs), plan.sizes)
-    partner = assemble(plan, cols, batch_size)
-    lam = lambdas(plan, draws.lam, lam_mode, partner)
-    partner, lam = apply_prob(partner, lam, draws.coin, representatives(plan, lam_mode, batch_size), prob)
+    partner, lam = partners_and_lambdas(plan, cols, draws, batch_size, lam_mode, prob)
     return plan, partner, lam
+
+
+def partners_and_lambdas(plan: BlockPlan, cols: np.ndarray | None, draws: KMixupDraws, b: int,
+                         lam_mode: str, prob: float):
+    """Step 4: ``partner [B]`` and ``lam [B]`` from the solved blocks, the draws and ``prob``."""
+    partner = assemble(plan, cols, b)
+    lam = lambdas(plan, draws.lam, lam_mode, partner)
+    return apply_prob(partner, lam, draws.coin, representatives(plan, lam_mode, b), prob)
 
 
 def dominant(partner: np.ndarray, lam: np.ndarray) -> np.ndarray:
