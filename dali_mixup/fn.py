@@ -2,10 +2,11 @@
 
 Each operator is a plain function, like ``nvidia.dali.auto_aug``'s: it validates its arguments
 when the graph is built, draws its randomness from DALI random operators (so the pipeline
-``seed`` governs it and checkpointing restores it), lets a python operator compute the mixing
-(the matching, lambdas and soft labels) with the array layer, and leaves the pixel blend to
-DALI's own ``permute_batch`` and arithmetic operators, which keep the input layout and run on
-the images' device.
+``seed`` governs it and checkpointing restores it), and lets a python operator compute the
+mixing (the matching, lambdas and soft labels) with the array layer. The pixel blend runs where
+it is cheapest: for k-mixup / mixup on CPU inside that python operator (each extra DALI operator
+costs a per-sample overhead), elsewhere with DALI's own ``permute_batch`` and arithmetic
+operators on the images' device. Outputs keep the input layout either way.
 
 Placement follows the images. On GPU the k-mixup distances are computed by a GPU python
 operator with CuPy (batched matmul on DALI's stream); only the small ``[B, k]`` cost rows go
@@ -16,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _checks, cost as _cost, cut_mix as _cm, kmixup as _km, zeta as _zeta
-from ._backend import namespace_of, stack, to_numpy, unstack
-from .images import dtype_name, flat_features
+from ._backend import namespace_of, stack, stack_host, to_numpy, unstack
+from .images import dtype_name, finalize, flat_features
 from .labels import soft_labels
 
 
@@ -101,7 +102,7 @@ def _stack_labels(op: str, labels, n: int):
     _checks.check_batch_sizes(op, n, "labels", len(labels))
     shapes = [tuple(a.shape) for a in labels]
     _checks.check_batch_shapes(op, "labels", shapes)
-    return np.stack(labels) if n else np.zeros((0, 1), np.int32)
+    return stack_host(labels) if n else np.zeros((0, 1), np.int32)
 
 
 # ----------------------------------------------------------------------------- python operators
@@ -126,16 +127,52 @@ class _PairParams:
     """
 
     def __init__(self, op: str, opts: dict, source: str, kind: str, *, aux: str | None,
-                 with_masks: bool, float16_declared: bool = False, extra_args=()):
+                 with_masks: bool, float16_declared: bool = False, extra_args=(),
+                 host_blend: bool = False, return_info: bool = False):
         # source: "images" (host images, also what the cost is computed on), "features" (host
         # features), "costs" (rows from the GPU operator) or "shapes" (k = 1 on GPU);
-        # aux: what follows the draws when src is not the images: "images" or "shapes"
+        # aux: what follows the draws when src is not the images: "images" or "shapes";
+        # host_blend (k-mixup, CPU images): blend the images here, see _host_blend
         self.op, self.opts, self.source, self.kind = op, opts, source, kind
         self.aux, self.with_masks, self.f16 = aux, with_masks, float16_declared
         self.extra_args = list(extra_args)
-        self._ws = {}  # gather buffers reused from batch to batch
+        self.host_blend, self.info = host_blend, return_info
+        self._ws = {}  # buffers reused from batch to batch
 
-    def _costs(self, src, bp, b):
+    def _buffer(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        """A work buffer kept between batches: no fresh allocation to page-fault in per batch
+        (fresh batch-sized arrays made this operator ~3x slower inside DALI's process)."""
+        buf = self._ws.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._ws[name] = np.empty(shape, dtype)
+        return buf
+
+    def _host_batch(self, images, order: np.ndarray) -> np.ndarray:
+        """The CPU images in ``order`` (samples ``order[0], order[1], ...``), stacked into a
+        reused ``[B, ...]`` buffer of the working float type."""
+        wd = np.float64 if images[0].dtype == np.float64 else np.float32
+        buf = self._buffer("x", (len(images),) + images[0].shape, wd)
+        return stack_host([images[i] for i in order], out=buf)
+
+    def _host_blend(self, z: np.ndarray, order: np.ndarray, pos: np.ndarray, in_name: str,
+                    partner: np.ndarray, lam: np.ndarray) -> list:
+        """The image blend on the host, as per-sample outputs.
+
+        ``z`` holds the batch in ``order`` (``pos`` is its inverse): the blend runs in that
+        order, into a reused buffer, and output ``i`` is the view of row ``pos[i]``, so no
+        gather back is needed. DALI copies a python operator's outputs into its own buffers,
+        so the buffer can be reused for the next batch. One python operator output instead of
+        DALI's permute_batch and arithmetic (more operators, each with per-sample overheads)
+        made the CPU pipeline with k-mixup ~1-1.5 ms per batch of 256 faster (README, benchmarks).
+        """
+        out = self._buffer("out", z.shape, z.dtype)
+        mixed = _km.blend(z, pos[partner[order]], lam[order].astype(z.dtype), np, out=out)
+        mixed = finalize(mixed, in_name, self.opts["dtype"], np, self.op)
+        return [mixed[j, ...] for j in pos]
+
+    def _costs(self, src, bp, b, z=None, pos=None):
+        """Block cost matrices; ``z`` is the batch stacked in the order whose inverse is ``pos``
+        when ``src`` is the images and they were stacked for the host blend."""
         op, o = self.op, self.opts
         if self.source == "costs":  # rows from _KMixupCosts: the costs, flattened and spread
             return np.stack(src).reshape(-1)[: bp.left.size * bp.k].reshape(bp.left.shape + (bp.k,))
@@ -143,19 +180,34 @@ class _PairParams:
         if arg == "features":
             _check_images_dtype(op, src, arg)
             _checks.check_batch_shapes(op, arg, [tuple(f.shape) for f in src])
-        # Gather each side's blocks straight from DALI's per-sample arrays into buffers kept
-        # between batches (converting to the working float type on the way): no batch-sized
-        # stack, and no fresh allocation to page-fault in (that made this step ~3x slower).
+        # Each side's blocks: a view of the stacked batch when they lie there in order (the
+        # usual case), else gathered into buffers kept between batches (from the stacked batch,
+        # or straight from DALI's per-sample arrays, converting to the working float type).
         wd = np.float64 if src[0].dtype == np.float64 else np.float32
         d = src[0].size
+        flat = z.reshape(b, -1) if z is not None else None
         sides = []
         for name, idx in (("a", bp.left), ("c", bp.right)):
-            buf = self._ws.get(name)
-            if buf is None or buf.shape != (idx.size, d) or buf.dtype != wd:
-                buf = self._ws[name] = np.empty((idx.size, d), wd)
-            np.stack([src[i].reshape(-1) for i in idx.reshape(-1)], out=buf)
+            if flat is not None:
+                rows = pos[idx.reshape(-1)]
+                if rows[0] + rows.size <= b and (rows == np.arange(rows[0], rows[0] + rows.size)).all():
+                    sides.append(flat[rows[0]:rows[0] + rows.size].reshape(idx.shape + (d,)))
+                    continue
+                buf = self._buffer(name, (idx.size, d), wd)
+                np.take(flat, rows, axis=0, out=buf, mode="clip")  # rows < b
+            else:
+                buf = self._buffer(name, (idx.size, d), wd)
+                np.stack([src[i].reshape(-1) for i in idx.reshape(-1)], out=buf)
             sides.append(buf.reshape(idx.shape + (d,)))
         return _cost.gathered_costs(*sides, metric=o["cost"], xp=np, op=op, arg=arg)
+
+    @staticmethod
+    def _block_order(bp, b: int) -> np.ndarray:
+        """A sample order in which each side's blocks are consecutive rows (when unpadded)."""
+        valid = np.arange(bp.left.shape[1])[None, :] < bp.sizes[:, None]
+        seq = np.concatenate([bp.left[valid], bp.right[valid], np.arange(b)])
+        _, first = np.unique(seq, return_index=True)
+        return seq[np.sort(first)]
 
     def __call__(self, src, labels, draws, *rest):
         op, o = self.op, self.opts
@@ -170,17 +222,29 @@ class _PairParams:
         _checks.check_batch_shapes(op, "images", shapes)
         y = soft_labels(_stack_labels(op, labels, b), b, num_classes=o["num_classes"],
                         label_smoothing=o["label_smoothing"], dtype=np.float32, xp=np, op=op)
-        v = np.stack(draws).astype(np.float64) if b else np.zeros((0, 8))
+        v = stack_host(draws).astype(np.float64, copy=False) if b else np.zeros((0, 8))
         bp = _km.plan_blocks(v[:, :2], b, o["k"], o["pairing"])
         rep = _km.representatives(bp, o["lam_mode"], b)
-        costs = self._costs(src, bp, b) if bp.k > 1 else None
+        z = order = pos = None
+        if self.host_blend and b:
+            order = self._block_order(bp, b)
+            pos = np.empty(b, np.int64)
+            pos[order] = np.arange(b)
+            z = self._host_batch(images, order)
+        zc = z if self.source == "images" else None
+        costs = self._costs(src, bp, b, zc, pos) if bp.k > 1 else None
         if self.kind == "kmixup":
             d = _km.KMixupDraws(u=v[:, :2], lam=_km.beta_at(o["alpha"], v[:, 2], rep),
                                 coin=v[:, 3] if v.shape[1] > 3 else None)
             cols = _km.solve_blocks(costs, bp.sizes) if costs is not None else None
             partner, lam = _km.partners_and_lambdas(bp, cols, d, b, o["lam_mode"], o["prob"])
             y_mixed = _km.blend(y, partner, lam.astype(np.float32), np)
-            out = (_scalars(partner, np.int32), _scalars(lam, np.float32), unstack(y_mixed))
+            info = (_scalars(partner, np.int32), _scalars(lam, np.float32))
+            if self.host_blend:
+                mixed = (self._host_blend(z, order, pos, dtype_name(np, images[0].dtype), partner, lam)
+                         if b else [])
+                return (mixed, unstack(y_mixed)) + (info if self.info else ())
+            out = info + (unstack(y_mixed),)
             if self.with_masks:
                 out += (_scalars(_km.dominant(partner, lam), np.int32),)
             return out
@@ -362,6 +426,18 @@ def _pair_inputs(src, source, images, labels, draws):
     return inputs, aux
 
 
+def _with_layout(node, like, dtype, types, dfn):
+    """``node`` (a python operator output, which has no layout) with the layout of ``like``.
+
+    The layout is only known when the pipeline runs, so it is taken over by concatenating an
+    empty slice of ``like`` (cast to ``node``'s dtype) in front of ``node`` along the first axis.
+    """
+    head = like[0:0]
+    out_type = {None: types.FLOAT, "float32": types.FLOAT}.get(dtype)
+    same = out_type is not None and out_type == _declared_dtype(like)  # float32 in and out
+    return dfn.cat(head if same else dfn.cast_like(head, node), node)
+
+
 def _on(node, like):
     return node.gpu() if like.device == "gpu" else node
 
@@ -414,6 +490,15 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
     x, f16 = _blend_input(images, types, dfn)
     src, source = _pair_source(_op, opts, images, features, draws, dfn, f16)
     inputs, aux = _pair_inputs(src, source, images, labels, draws)
+    if images.device == "cpu" and not extra and not masks:
+        # CPU: the python operator blends too (fewer DALI operators, see _PairParams._host_blend)
+        outs = dfn.python_function(
+            *inputs, function=_PairParams(_op, opts, source, "kmixup", aux=aux, with_masks=False,
+                                          float16_declared=f16, host_blend=True,
+                                          return_info=return_info),
+            batch_processing=True, num_outputs=4 if return_info else 2)
+        out = (_with_layout(outs[0], images, opts["dtype"], types, dfn), outs[1])
+        return out + tuple(outs[2:]) if return_info else out
     outs = dfn.python_function(
         *inputs, function=_PairParams(_op, opts, source, "kmixup", aux=aux, with_masks=bool(masks),
                                       float16_declared=f16),

@@ -21,6 +21,7 @@ backend; steps 3 and 5 run in the images' own namespace (NumPy, CuPy, torch).
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -212,9 +213,20 @@ def apply_prob(partner: np.ndarray, lam: np.ndarray, coin: np.ndarray | None, re
 
 #: Bytes of partner rows gathered per step of the NumPy blend (stays in cache).
 _BLEND_CHUNK_BYTES = 1 << 19
+_chunks = threading.local()
 
 
-def _blend_numpy(x: np.ndarray, partner: np.ndarray, lam: np.ndarray) -> np.ndarray:
+def _chunk_buffer(n: int, dtype) -> np.ndarray:
+    """A per-thread scratch vector of ``n`` items kept between calls: a fresh 512 KiB block
+    per batch is served by mmap (page faults) until glibc raises its mmap threshold."""
+    buf = getattr(_chunks, "buf", None)
+    if buf is None or buf.nbytes < n * np.dtype(dtype).itemsize:
+        buf = _chunks.buf = np.empty(max(n * np.dtype(dtype).itemsize, _BLEND_CHUNK_BYTES), np.uint8)
+    return buf[: n * np.dtype(dtype).itemsize].view(dtype)
+
+
+def _blend_numpy(x: np.ndarray, partner: np.ndarray, lam: np.ndarray,
+                 out: np.ndarray | None = None) -> np.ndarray:
     """The same arithmetic as :func:`blend`, in row chunks without batch-sized temporaries.
 
     Per element it computes ``lam * x + (1 - lam) * x[partner]`` with the same float ops in
@@ -228,9 +240,10 @@ def _blend_numpy(x: np.ndarray, partner: np.ndarray, lam: np.ndarray) -> np.ndar
     oml = 1.0 - lam
     uniform = bool(b) and bool((lam == lam[0, 0]).all())  # lam_mode "batch": one scalar
     partner = np.asarray(partner, dtype=np.intp)
-    out = np.empty_like(x2)
+    ok = out is not None and out.shape == x.shape and out.dtype == x.dtype and out.flags.c_contiguous
+    out = out.reshape(x2.shape) if ok else np.empty_like(x2)
     rows = max(1, min(b, _BLEND_CHUNK_BYTES // max(1, n * x2.itemsize)))
-    buf = np.empty((rows, n), x2.dtype)
+    buf = _chunk_buffer(rows * n, x2.dtype).reshape(rows, n)
     for i0 in range(0, b, rows):
         i1 = min(b, i0 + rows)
         t = buf[: i1 - i0]
@@ -242,16 +255,18 @@ def _blend_numpy(x: np.ndarray, partner: np.ndarray, lam: np.ndarray) -> np.ndar
     return out.reshape(x.shape)
 
 
-def blend(x, partner, lam, xp):
+def blend(x, partner, lam, xp, out=None):
     """``lam_i * x_i + (1 - lam_i) * x_partner(i)`` for a float batch ``x [B, ...]``.
 
-    ``partner`` and ``lam`` are arrays of ``xp`` on ``x``'s device.
+    ``partner`` and ``lam`` are arrays of ``xp`` on ``x``'s device. ``out``: an optional NumPy
+    buffer shaped and typed like ``x`` (not ``x`` itself) that the NumPy path writes into; use
+    the returned array, which is a new one on other backends.
     """
     if (isinstance(x, np.ndarray) and isinstance(partner, np.ndarray) and isinstance(lam, np.ndarray)
             and x.ndim >= 1 and x.dtype.kind == "f" and x.flags.c_contiguous and x.size
             and partner.shape == (x.shape[0],) and lam.shape == (x.shape[0],)
             and partner.dtype.kind in "iu" and 0 <= partner.min() and partner.max() < x.shape[0]):
-        return _blend_numpy(x, partner, lam)
+        return _blend_numpy(x, partner, lam, out=out if out is not x else None)
     shape = (x.shape[0],) + (1,) * (x.ndim - 1)
     lam = xp.reshape(xp.astype(lam, x.dtype), shape)
     return lam * x + (1.0 - lam) * xp.take(x, partner, axis=0)
