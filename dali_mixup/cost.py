@@ -18,6 +18,7 @@ expression, whose gathers and ``a * a`` temporaries dominated.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 import numpy as np
@@ -56,12 +57,13 @@ def _numpy_blas():
 
 @contextlib.contextmanager
 def _one_blas_thread():
-    """Run NumPy's BLAS single-threaded: k-mixup's k x k Gram blocks and zeta-mixup's mix.
+    """Run NumPy's BLAS single-threaded: k-mixup's many small k x k Gram blocks.
 
     The one place that uses threadpoolctl (a core dependency). Measured on a busy 2-core
     machine: OpenBLAS's spinning second thread made k = 32 / 64 blocks 20-100x slower (255 ms
-    instead of ~2 ms at B = 256, D = 3072) and the zeta ``[B, B] @ [B, D]`` products 1.2-2x
-    slower (up to 200x when split into small calls). Nested and concurrent uses share one count.
+    instead of ~2 ms at B = 256, D = 3072), and small products split into many calls up to
+    200x slower. (zeta-mixup's one large product keeps BLAS's threads: see ``zeta._mix_numpy``.)
+    Nested and concurrent uses share one count.
     """
     ctls = _numpy_blas()
     if not ctls:
@@ -81,6 +83,57 @@ def _one_blas_thread():
             if _blas_state["depth"] == 0:
                 for c, n in zip(ctls, _blas_state["saved"]):
                     c.set_num_threads(n)
+
+
+#: Products below this many flops run in one call (a hand-off to the pool costs ~50 us).
+_SPLIT_FLOPS = 2e7
+#: Column pieces start at multiples of this many items (unaligned pieces ran ~2x slower).
+_SPLIT_ALIGN = 64
+_pool_lock = threading.Lock()
+_pool: dict = {}
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def split_matmul(w: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out = w @ x`` for NumPy ``w [M, K]``, ``x [K, N]`` with large N (zeta-mixup's
+    ``[B, B] @ [B, D]`` mix), split by columns over up to 8 cores.
+
+    Each column piece is one single-threaded BLAS call, run by a small pool of Python threads
+    (the caller takes the last piece). OpenBLAS's own threads would do the same split, but its
+    idle workers spin for a while after each call: in one process with DALI pipelines that
+    stole a core from the next pipeline (mixup pipelines ran ~15% slower after a zeta product)
+    and on a busy machine made the product 1.25x slower. Idle pool threads block instead.
+    Measured on a quiet 2-core VM: 6.4 -> 3.4 ms at [32, 32] @ [32, 150528], 4.1 -> 2.1 ms at
+    [256, 256] @ [256, 3072]. Every column is computed by the same single-threaded kernel.
+    """
+    m, k = w.shape
+    n = x.shape[1]
+    parts = min(8, _usable_cores(), n // _SPLIT_ALIGN)
+    if parts < 2 or 2.0 * m * k * n < _SPLIT_FLOPS:
+        return np.matmul(w, x, out=out)
+    step = -(-n // parts)
+    step = -(-step // _SPLIT_ALIGN) * _SPLIT_ALIGN
+    cuts = list(range(0, n, step)) + [n]
+    with _pool_lock:  # one pool per process, created on first use
+        pool = _pool.get("pool")
+        if pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = _pool["pool"] = ThreadPoolExecutor(min(8, _usable_cores()) - 1,
+                                                      thread_name_prefix="dali_mixup_matmul")
+    with _one_blas_thread():
+        futures = [pool.submit(np.matmul, w, x[:, c0:c1], out=out[:, c0:c1])
+                   for c0, c1 in zip(cuts[:-2], cuts[1:-1])]
+        np.matmul(w, x[:, cuts[-2]:], out=out[:, cuts[-2]:])
+        for f in futures:
+            f.result()
+    return out
 
 
 def _rowdot(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

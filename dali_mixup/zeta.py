@@ -18,14 +18,13 @@ partner columns when T is small, or one ``[B, B] @ [B, D]`` matrix product when 
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from . import _checks
-from .cost import _one_blas_thread
+from .cost import split_matmul
 from .images import as_batch, check_extra, finalize, work_dtype
 from .labels import soft_labels
 
@@ -113,8 +112,6 @@ def mixing_matrix(index: np.ndarray, weights: np.ndarray, *, include_self: bool)
     return np.bincount(flat, weights=vals, minlength=b * b).reshape(b, b)
 
 
-#: Matmul mixes of at least this many flops run with NumPy's BLAS single-threaded.
-_ONE_THREAD_FLOPS = 1e7
 
 #: Bytes of gathered partner rows per step of the NumPy gather mix (stays in cache).
 _GATHER_CHUNK_BYTES = 1 << 19
@@ -125,14 +122,16 @@ def _numpy_fast(x) -> bool:
 
 
 def _mix_numpy(x: np.ndarray, index: np.ndarray, weights: np.ndarray, method: str,
-               include_self: bool) -> np.ndarray:
+               include_self: bool, W: np.ndarray | None = None) -> np.ndarray:
     """:func:`mix_others` (plus ``weights[0] * x`` with ``include_self``) for NumPy batches.
 
     The gather method is bitwise equal to ``float(w[0]) * x + mix_others(x, ...)``: the same
     float ops in the same order, but accumulated in row chunks that stay in cache, so no
     batch-sized temporary (``w * x[index[:, t]]``, the running sum, ``w[0] * x``) is ever made.
-    The matmul method computes the same ``[B, B] @ [B, D]`` product into a preallocated output
-    (NumPy's BLAS single-threaded for products of >= 10 MFLOP).
+    The matmul method computes one ``[B, B] @ [B, D]`` product into a preallocated output, with
+    the self weight ``weights[0]`` on the diagonal of the mixing matrix when ``include_self``
+    (one pass over the batch fewer than adding ``w_1 x`` afterwards; equal to it up to rounding).
+    Large products are split by columns over the usable cores (:func:`dali_mixup.cost.split_matmul`).
     """
     b = x.shape[0]
     x2 = np.ascontiguousarray(x).reshape(b, -1)
@@ -142,12 +141,10 @@ def _mix_numpy(x: np.ndarray, index: np.ndarray, weights: np.ndarray, method: st
     buf = np.empty((rows, n), x2.dtype)
     out = np.empty_like(x2)
     if method == "matmul":
-        W = mixing_matrix(index, weights, include_self=False).astype(x.dtype)
-        # OpenBLAS's second thread made these products 1.2-2x slower on a busy machine
-        # (cost.py); switching costs ~40 us, more than a product under ~10 MFLOP takes.
-        big = 2.0 * b * b * n >= _ONE_THREAD_FLOPS
-        with _one_blas_thread() if big else contextlib.nullcontext():
-            np.matmul(W, x2, out=out)
+        if W is None:  # W: the caller's mixing_matrix(index, weights, include_self=...)
+            W = mixing_matrix(index, weights, include_self=include_self)
+        split_matmul(W.astype(x.dtype, copy=False), x2, out)
+        return out.reshape(x.shape)
     else:
         for i0 in range(0, b, rows):
             i1 = min(b, i0 + rows)
@@ -274,9 +271,13 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
     index, weights, g = plan(draws, b, opts["T"], opts["gamma"], opts["prob"])
     method = method or choose_method(index.shape[1], b)
 
+    W = []  # the [B, B] mixing matrix, built once for images, labels and extras
+
     def mix(a, how):
         if _numpy_fast(a) and index.shape[1] > 1:  # w0 * a + others, without batch temporaries
-            return _mix_numpy(a, index, weights, how, include_self=True)
+            if how == "matmul" and not W:
+                W.append(mixing_matrix(index, weights, include_self=True))
+            return _mix_numpy(a, index, weights, how, include_self=True, W=W[0] if W else None)
         return float(weights[0]) * a + mix_others(a, index, weights, xp, how)
 
     mixed = mix(xp.astype(images, wd, copy=False), method)  # mix never writes its input
