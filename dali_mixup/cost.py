@@ -62,8 +62,8 @@ def _one_blas_thread():
     The one place that uses threadpoolctl (a core dependency). Measured on a busy 2-core
     machine: OpenBLAS's spinning second thread made k = 32 / 64 blocks 20-100x slower (255 ms
     instead of ~2 ms at B = 256, D = 3072), and small products split into many calls up to
-    200x slower. (zeta-mixup's one large product keeps BLAS's threads: see ``zeta._mix_numpy``.)
-    Nested and concurrent uses share one count.
+    200x slower. Large jobs use more cores through :func:`run_parallel` instead (Python threads,
+    each calling single-threaded BLAS). Nested and concurrent uses share one count.
     """
     ctls = _numpy_blas()
     if not ctls:
@@ -114,26 +114,46 @@ def split_matmul(w: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """
     m, k = w.shape
     n = x.shape[1]
-    parts = min(8, _usable_cores(), n // _SPLIT_ALIGN)
+    parts = min(parallel_parts(), n // _SPLIT_ALIGN)
     if parts < 2 or 2.0 * m * k * n < _SPLIT_FLOPS:
         return np.matmul(w, x, out=out)
     step = -(-n // parts)
     step = -(-step // _SPLIT_ALIGN) * _SPLIT_ALIGN
     cuts = list(range(0, n, step)) + [n]
+    with _one_blas_thread():
+        run_parallel([lambda c0=c0, c1=c1: np.matmul(w, x[:, c0:c1], out=out[:, c0:c1])
+                      for c0, c1 in zip(cuts[:-1], cuts[1:])])
+    return out
+
+
+def parallel_parts() -> int:
+    """How many pieces a large NumPy job is cut into: the usable cores, at most 8."""
+    return min(8, _usable_cores())
+
+
+def run_parallel(tasks) -> None:
+    """Run the callables ``tasks`` at once: all but the last on a small pool of Python threads
+    (created on first use, one fewer than :func:`parallel_parts`), the last on the caller's.
+
+    The tasks are NumPy / BLAS calls, which release the GIL. Idle pool threads block (they do
+    not spin like OpenBLAS's workers). A task's exception is raised here.
+    """
+    if len(tasks) == 1:
+        tasks[0]()
+        return
     with _pool_lock:  # one pool per process, created on first use
         pool = _pool.get("pool")
         if pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            pool = _pool["pool"] = ThreadPoolExecutor(min(8, _usable_cores()) - 1,
-                                                      thread_name_prefix="dali_mixup_matmul")
-    with _one_blas_thread():
-        futures = [pool.submit(np.matmul, w, x[:, c0:c1], out=out[:, c0:c1])
-                   for c0, c1 in zip(cuts[:-2], cuts[1:-1])]
-        np.matmul(w, x[:, cuts[-2]:], out=out[:, cuts[-2]:])
+            pool = _pool["pool"] = ThreadPoolExecutor(max(1, parallel_parts() - 1),
+                                                      thread_name_prefix="dali_mixup")
+    futures = [pool.submit(t) for t in tasks[:-1]]
+    try:
+        tasks[-1]()
+    finally:
         for f in futures:
             f.result()
-    return out
 
 
 def _rowdot(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -152,15 +172,48 @@ _SLICE_BYTES = 2 << 20
 _SMALL_BYTES = 4 << 20
 
 
+#: Element-wise jobs (the k-mixup blend) touching at least this many bytes are split over the
+#: cores (:func:`run_parallel`). Measured on 2 cores: 2.6 -> 1.7 ms at [32, 3, 224, 224]; no
+#: gain at 3 MiB and a loss at 0.8 MiB (the hand-off and the shared cache eat it).
+PARALLEL_BYTES = 8 << 20
+#: k-mixup Gram blocks are split over the cores from this many flops: at B = 256, D = 3072
+#: k = 64 (50 MFLOP) went 0.9 -> 0.64 ms, k = 16 (12.6 MFLOP) was slower split.
+_PARALLEL_GRAM_FLOPS = 2.5e7
+
+
 def _numpy_terms(x2d: np.ndarray, left: np.ndarray, right: np.ndarray):
-    """``(aa [nb, k], cc [nb, k], g [nb, k, k])`` for NumPy input, without batch-sized temporaries."""
+    """``(aa [nb, k], cc [nb, k], g [nb, k, k])`` for NumPy input, without batch-sized
+    temporaries; the blocks are shared out over the cores when there is enough work."""
+    nb, k = left.shape
+    x2d = np.ascontiguousarray(x2d)
+    parts = min(parallel_parts(), nb)
+    if parts < 2 or 2.0 * nb * k * k * x2d.shape[1] < _PARALLEL_GRAM_FLOPS:
+        return _numpy_terms_serial(x2d, left, right)
+    dt, d = x2d.dtype, x2d.shape[1]
+    aa, cc, g = np.empty((nb, k), dt), np.empty((nb, k), dt), np.empty((nb, k, k), dt)
+    # gather buffers allocated here: fresh ones in the pool threads come from malloc arenas
+    # that serve them with new pages (that made the split slower than one thread)
+    a_buf, c_buf = np.empty((nb * k, d), dt), np.empty((nb * k, d), dt)
+    cuts = np.linspace(0, nb, parts + 1).astype(int)
+
+    def task(i0, i1):
+        aa[i0:i1], cc[i0:i1], g[i0:i1] = _numpy_terms_serial(
+            x2d, left[i0:i1], right[i0:i1], (a_buf[i0 * k:i1 * k], c_buf[i0 * k:i1 * k]))
+
+    run_parallel([lambda i0=i0, i1=i1: task(i0, i1) for i0, i1 in zip(cuts[:-1], cuts[1:])])
+    return aa, cc, g
+
+
+def _numpy_terms_serial(x2d: np.ndarray, left: np.ndarray, right: np.ndarray, scratch=None):
+    """One thread's share of :func:`_numpy_terms`; ``scratch``: two ``[nb * k, D]`` buffers."""
     nb, k = left.shape
     d = x2d.shape[1]
-    x2d = np.ascontiguousarray(x2d)
     dt, item = x2d.dtype, x2d.dtype.itemsize
+    if scratch is None:
+        scratch = (None, None)
     if nb * k * d * item <= _SMALL_BYTES:  # small batch: a few calls over all blocks at once
-        a = np.take(x2d, left.reshape(-1), axis=0, mode="clip")
-        c = np.take(x2d, right.reshape(-1), axis=0, mode="clip")
+        a = np.take(x2d, left.reshape(-1), axis=0, out=scratch[0], mode="clip")
+        c = np.take(x2d, right.reshape(-1), axis=0, out=scratch[1], mode="clip")
         aa = _rowdot(a).reshape(nb, k)
         cc = _rowdot(c).reshape(nb, k)
         g = np.matmul(a.reshape(nb, k, d), c.reshape(nb, k, d).transpose(0, 2, 1))
@@ -169,8 +222,8 @@ def _numpy_terms(x2d: np.ndarray, left: np.ndarray, right: np.ndarray):
     aa = np.empty((nb, k), dt)
     cc = np.empty((nb, k), dt)
     if k * d * item <= _SLICE_BYTES:  # one whole block per step, gathered into reused buffers
-        a = np.empty((k, d), dt)
-        c = np.empty((k, d), dt)
+        a = scratch[0][:k] if scratch[0] is not None else np.empty((k, d), dt)
+        c = scratch[1][:k] if scratch[1] is not None else np.empty((k, d), dt)
         for i in range(nb):
             np.take(x2d, left[i], axis=0, out=a, mode="clip")
             np.take(x2d, right[i], axis=0, out=c, mode="clip")

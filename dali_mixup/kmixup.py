@@ -29,7 +29,7 @@ import numpy as np
 
 from . import _checks
 from .assign import solve_blocks
-from .cost import block_costs
+from .cost import PARALLEL_BYTES, block_costs, parallel_parts, run_parallel
 from .images import as_batch, check_extra, finalize, flat_features, work_dtype
 from .labels import soft_labels
 
@@ -235,24 +235,32 @@ def _blend_numpy(x: np.ndarray, partner: np.ndarray, lam: np.ndarray,
     """
     b = x.shape[0]
     x2 = x.reshape(b, -1)
-    n = x2.shape[1]
     lam = lam.astype(x.dtype, copy=False).reshape(b, 1)
     oml = 1.0 - lam
     uniform = bool(b) and bool((lam == lam[0, 0]).all())  # lam_mode "batch": one scalar
     partner = np.asarray(partner, dtype=np.intp)
     ok = out is not None and out.shape == x.shape and out.dtype == x.dtype and out.flags.c_contiguous
     out = out.reshape(x2.shape) if ok else np.empty_like(x2)
-    rows = max(1, min(b, _BLEND_CHUNK_BYTES // max(1, n * x2.itemsize)))
+    parts = min(parallel_parts(), b) if 2 * x2.nbytes >= PARALLEL_BYTES else 1
+    cuts = np.linspace(0, b, parts + 1).astype(int)
+    run_parallel([lambda r0=r0, r1=r1: _blend_rows(x2, partner, lam, oml, uniform, out, r0, r1)
+                  for r0, r1 in zip(cuts[:-1], cuts[1:])])
+    return out.reshape(x.shape)
+
+
+def _blend_rows(x2, partner, lam, oml, uniform, out, r0: int, r1: int) -> None:
+    """Rows ``r0:r1`` of :func:`_blend_numpy`, in chunks that stay in cache."""
+    n = x2.shape[1]
+    rows = max(1, min(r1 - r0, _BLEND_CHUNK_BYTES // max(1, n * x2.itemsize)))
     buf = _chunk_buffer(rows * n, x2.dtype).reshape(rows, n)
-    for i0 in range(0, b, rows):
-        i1 = min(b, i0 + rows)
+    for i0 in range(r0, r1, rows):
+        i1 = min(r1, i0 + rows)
         t = buf[: i1 - i0]
         o = out[i0:i1]
         np.take(x2, partner[i0:i1], axis=0, out=t, mode="clip")
         np.multiply(t, oml[0, 0] if uniform else oml[i0:i1], out=t)
         np.multiply(x2[i0:i1], lam[0, 0] if uniform else lam[i0:i1], out=o)
         np.add(o, t, out=o)
-    return out.reshape(x.shape)
 
 
 def blend(x, partner, lam, xp, out=None):
