@@ -131,6 +131,11 @@ def parallel_parts() -> int:
     return min(8, _usable_cores())
 
 
+def split_points(n: int, parts: int) -> list:
+    """``parts + 1`` increasing cut points from 0 to ``n`` (pieces differ by at most one)."""
+    return [n * i // parts for i in range(parts + 1)]
+
+
 def run_parallel(tasks) -> None:
     """Run the callables ``tasks`` at once: all but the last on a small pool of Python threads
     (created on first use, one fewer than :func:`parallel_parts`), the last on the caller's.
@@ -194,7 +199,7 @@ def _numpy_terms(x2d: np.ndarray, left: np.ndarray, right: np.ndarray):
     # gather buffers allocated here: fresh ones in the pool threads come from malloc arenas
     # that serve them with new pages (that made the split slower than one thread)
     a_buf, c_buf = np.empty((nb * k, d), dt), np.empty((nb * k, d), dt)
-    cuts = np.linspace(0, nb, parts + 1).astype(int)
+    cuts = split_points(nb, parts)
 
     def task(i0, i1):
         aa[i0:i1], cc[i0:i1], g[i0:i1] = _numpy_terms_serial(

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import _checks
 from .assign import solve_blocks
-from .cost import PARALLEL_BYTES, block_costs, parallel_parts, run_parallel
+from .cost import PARALLEL_BYTES, block_costs, parallel_parts, run_parallel, split_points
 from .images import as_batch, check_extra, finalize, flat_features, work_dtype
 from .labels import soft_labels
 
@@ -242,9 +242,12 @@ def _blend_numpy(x: np.ndarray, partner: np.ndarray, lam: np.ndarray,
     ok = out is not None and out.shape == x.shape and out.dtype == x.dtype and out.flags.c_contiguous
     out = out.reshape(x2.shape) if ok else np.empty_like(x2)
     parts = min(parallel_parts(), b) if 2 * x2.nbytes >= PARALLEL_BYTES else 1
-    cuts = np.linspace(0, b, parts + 1).astype(int)
-    run_parallel([lambda r0=r0, r1=r1: _blend_rows(x2, partner, lam, oml, uniform, out, r0, r1)
-                  for r0, r1 in zip(cuts[:-1], cuts[1:])])
+    if parts < 2:
+        _blend_rows(x2, partner, lam, oml, uniform, out, 0, b)
+    else:
+        cuts = split_points(b, parts)
+        run_parallel([lambda r0=r0, r1=r1: _blend_rows(x2, partner, lam, oml, uniform, out, r0, r1)
+                      for r0, r1 in zip(cuts[:-1], cuts[1:])])
     return out.reshape(x.shape)
 
 
