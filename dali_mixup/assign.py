@@ -23,9 +23,9 @@ def solve_blocks(costs: np.ndarray, sizes: np.ndarray) -> np.ndarray:
         (entries past ``sizes[b]`` are ``-1``).
     """
     nb, k = costs.shape[:2]
+    costs = np.asarray(costs, dtype=np.float64)  # once, not inside every scipy call
     cols = np.full((nb, k), -1, dtype=np.int64)
-    for b in range(nb):
-        m = int(sizes[b])
+    for b, m in enumerate(np.asarray(sizes).tolist()):
         rows, c = linear_sum_assignment(costs[b, :m, :m])
         cols[b, rows] = c
     return cols

@@ -186,14 +186,15 @@ PARALLEL_BYTES = 8 << 20
 _PARALLEL_GRAM_FLOPS = 2.5e7
 
 
-def _numpy_terms(x2d: np.ndarray, left: np.ndarray, right: np.ndarray):
+def _numpy_terms(x2d: np.ndarray, left: np.ndarray, right: np.ndarray, norms: bool = True):
     """``(aa [nb, k], cc [nb, k], g [nb, k, k])`` for NumPy input, without batch-sized
-    temporaries; the blocks are shared out over the cores when there is enough work."""
+    temporaries; the blocks are shared out over the cores when there is enough work.
+    Without ``norms``, ``aa`` and ``cc`` are None."""
     nb, k = left.shape
     x2d = np.ascontiguousarray(x2d)
     parts = min(parallel_parts(), nb)
     if parts < 2 or 2.0 * nb * k * k * x2d.shape[1] < _PARALLEL_GRAM_FLOPS:
-        return _numpy_terms_serial(x2d, left, right)
+        return _numpy_terms_serial(x2d, left, right, norms=norms)
     dt, d = x2d.dtype, x2d.shape[1]
     aa, cc, g = np.empty((nb, k), dt), np.empty((nb, k), dt), np.empty((nb, k, k), dt)
     # gather buffers allocated here: fresh ones in the pool threads come from malloc arenas
@@ -202,14 +203,17 @@ def _numpy_terms(x2d: np.ndarray, left: np.ndarray, right: np.ndarray):
     cuts = split_points(nb, parts)
 
     def task(i0, i1):
-        aa[i0:i1], cc[i0:i1], g[i0:i1] = _numpy_terms_serial(
-            x2d, left[i0:i1], right[i0:i1], (a_buf[i0 * k:i1 * k], c_buf[i0 * k:i1 * k]))
+        ta, tc, g[i0:i1] = _numpy_terms_serial(
+            x2d, left[i0:i1], right[i0:i1], (a_buf[i0 * k:i1 * k], c_buf[i0 * k:i1 * k]), norms)
+        if norms:
+            aa[i0:i1], cc[i0:i1] = ta, tc
 
     run_parallel([lambda i0=i0, i1=i1: task(i0, i1) for i0, i1 in zip(cuts[:-1], cuts[1:])])
-    return aa, cc, g
+    return (aa, cc, g) if norms else (None, None, g)
 
 
-def _numpy_terms_serial(x2d: np.ndarray, left: np.ndarray, right: np.ndarray, scratch=None):
+def _numpy_terms_serial(x2d: np.ndarray, left: np.ndarray, right: np.ndarray, scratch=None,
+                        norms: bool = True):
     """One thread's share of :func:`_numpy_terms`; ``scratch``: two ``[nb * k, D]`` buffers."""
     nb, k = left.shape
     d = x2d.shape[1]
@@ -219,10 +223,10 @@ def _numpy_terms_serial(x2d: np.ndarray, left: np.ndarray, right: np.ndarray, sc
     if nb * k * d * item <= _SMALL_BYTES:  # small batch: a few calls over all blocks at once
         a = np.take(x2d, left.reshape(-1), axis=0, out=scratch[0], mode="clip")
         c = np.take(x2d, right.reshape(-1), axis=0, out=scratch[1], mode="clip")
-        aa = _rowdot(a).reshape(nb, k)
-        cc = _rowdot(c).reshape(nb, k)
         g = np.matmul(a.reshape(nb, k, d), c.reshape(nb, k, d).transpose(0, 2, 1))
-        return aa, cc, g
+        if not norms:
+            return None, None, g
+        return _rowdot(a).reshape(nb, k), _rowdot(c).reshape(nb, k), g
     g = np.empty((nb, k, k), dt)
     aa = np.empty((nb, k), dt)
     cc = np.empty((nb, k), dt)
@@ -233,9 +237,10 @@ def _numpy_terms_serial(x2d: np.ndarray, left: np.ndarray, right: np.ndarray, sc
             np.take(x2d, left[i], axis=0, out=a, mode="clip")
             np.take(x2d, right[i], axis=0, out=c, mode="clip")
             np.matmul(a, c.T, out=g[i])
-            _rowdot(a, out=aa[i])
-            _rowdot(c, out=cc[i])
-        return aa, cc, g
+            if norms:
+                _rowdot(a, out=aa[i])
+                _rowdot(c, out=cc[i])
+        return (aa, cc, g) if norms else (None, None, g)
     w = max(256, _SLICE_BYTES // (k * item))  # wide rows: slices of w columns
     gt = np.empty((k, k), dt)
     nt = np.empty(k, dt)
@@ -248,20 +253,23 @@ def _numpy_terms_serial(x2d: np.ndarray, left: np.ndarray, right: np.ndarray, sc
             c = x2d[right[i], d0:d0 + w]
             np.matmul(a, c.T, out=gt)
             g[i] += gt
-            aa[i] += _rowdot(a, out=nt)
-            cc[i] += _rowdot(c, out=nt)
-    return aa, cc, g
+            if norms:
+                aa[i] += _rowdot(a, out=nt)
+                cc[i] += _rowdot(c, out=nt)
+    return (aa, cc, g) if norms else (None, None, g)
 
 
-def _numpy_sqdist(x2d, left, right):
+def _numpy_sqdist(x2d, left, right, match_only: bool = False):
     with _one_blas_thread():
-        aa, cc, g = _numpy_terms(x2d, left, right)
+        aa, cc, g = _numpy_terms(x2d, left, right, norms=not match_only)
+    if match_only:
+        return np.multiply(g, -2.0, out=g)
     d = aa[..., :, None] + cc[..., None, :] - 2.0 * g
     return np.clip(d, 0.0, None, out=d)
 
 
 def block_costs(x2d, left: np.ndarray, right: np.ndarray, *, metric: str, xp, op: str = "k_mixup",
-                arg: str = "images"):
+                arg: str = "images", match_only: bool = False):
     """Cost matrices ``[n_blocks, k, k]`` between the rows ``x2d[left[b]]`` and ``x2d[right[b]]``.
 
     Args:
@@ -270,6 +278,10 @@ def block_costs(x2d, left: np.ndarray, right: np.ndarray, *, metric: str, xp, op
             by repeating its indices; the caller slices the padding away).
         metric: ``"sqeuclidean"`` or ``"euclidean"``.
         xp: the array namespace of ``x2d``.
+        match_only: the costs only serve to find the optimal assignment; for
+            ``"sqeuclidean"`` they are ``-2 <a_r, c_c>``, the squared distance less a constant
+            per row and per column, which leaves the optimal assignments unchanged, skips the
+            norms and avoids float32 cancellation against them.
 
     Values too large to square in the working dtype are rescaled (the optimal matching is
     invariant to a positive scale of the cost); NaN or Inf in the data raise ``ValueError``.
@@ -277,7 +289,8 @@ def block_costs(x2d, left: np.ndarray, right: np.ndarray, *, metric: str, xp, op
     nb, k = left.shape
     d = x2d.shape[1]
     if isinstance(x2d, np.ndarray) and x2d.dtype in (np.float32, np.float64) and nb and k and d:
-        cost = _numpy_sqdist(x2d, left, right)
+        reduced = match_only and metric == "sqeuclidean"
+        cost = _numpy_sqdist(x2d, left, right, match_only=reduced)
         if np.isfinite(cost).all():
             return np.sqrt(cost) if metric == "euclidean" else cost
         # NaN/Inf or overflow: the general path below checks and rescales
@@ -286,23 +299,32 @@ def block_costs(x2d, left: np.ndarray, right: np.ndarray, *, metric: str, xp, op
     ri = xp.asarray(right.reshape(-1), device=device)
     a = xp.reshape(xp.take(x2d, li, axis=0), (nb, k, d))
     c = xp.reshape(xp.take(x2d, ri, axis=0), (nb, k, d))
-    return gathered_costs(a, c, metric=metric, xp=xp, op=op, arg=arg)
+    return gathered_costs(a, c, metric=metric, xp=xp, op=op, arg=arg, match_only=match_only)
 
 
-def gathered_costs(a, c, *, metric: str, xp, op: str = "k_mixup", arg: str = "images"):
+def gathered_costs(a, c, *, metric: str, xp, op: str = "k_mixup", arg: str = "images",
+                   match_only: bool = False):
     """Cost matrices ``[n_blocks, k, k]`` between already gathered blocks ``a``, ``c`` ``[n_blocks, k, D]``.
 
     The DALI operator gathers the blocks straight from the per-sample arrays it receives into
     reused buffers, so no batch-sized copy or fresh allocation is made per batch.
+    ``match_only`` as for :func:`block_costs`.
     """
+    reduced = match_only and metric == "sqeuclidean"
     if isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64) and a.size:
         nb, k, d = a.shape
         with _one_blas_thread():
-            aa = _rowdot(a.reshape(nb * k, d)).reshape(nb, k)
-            cc = _rowdot(c.reshape(nb * k, d)).reshape(nb, k)
             g = np.matmul(a, c.transpose(0, 2, 1))
-        cost = aa[:, :, None] + cc[:, None, :] - 2.0 * g
-        cost = np.clip(cost, 0.0, None, out=cost)
+            if not reduced:
+                aa = _rowdot(a.reshape(nb * k, d)).reshape(nb, k)
+                cc = _rowdot(c.reshape(nb * k, d)).reshape(nb, k)
+        if reduced:
+            cost = np.multiply(g, -2.0, out=g)
+        else:
+            cost = aa[:, :, None] + cc[:, None, :] - 2.0 * g
+            cost = np.clip(cost, 0.0, None, out=cost)
+    elif reduced:
+        cost = -2.0 * xp.matmul(a, xp.matrix_transpose(c))
     else:
         cost = pairwise_sqdist(a, c, xp)
     if not bool(xp.all(xp.isfinite(cost))):
@@ -311,7 +333,8 @@ def gathered_costs(a, c, *, metric: str, xp, op: str = "k_mixup", arg: str = "im
         # Overflow of |x|^2: rescale each block by its largest magnitude and recompute.
         scale = xp.max(xp.abs(xp.concat([a, c], axis=1)), axis=(1, 2))
         scale = xp.where(scale > 0, scale, xp.ones_like(scale))[:, None, None]
-        cost = pairwise_sqdist(a / scale, c / scale, xp)
+        a, c = a / scale, c / scale
+        cost = -2.0 * xp.matmul(a, xp.matrix_transpose(c)) if reduced else pairwise_sqdist(a, c, xp)
     if metric == "euclidean":
         cost = xp.sqrt(cost)
     return cost

@@ -131,7 +131,8 @@ def plan(draws: MixDraws, batch_size: int, hw: tuple[int, int], *, k: int, pairi
         if costs is None:
             from ._backend import to_numpy
 
-            costs = to_numpy(block_costs(feats, bp.left, bp.right, metric=cost, xp=xp, op=op, arg=arg))
+            costs = to_numpy(block_costs(feats, bp.left, bp.right, metric=cost, xp=xp, op=op,
+                                         arg=arg, match_only=True))
         cols = solve_blocks(costs, bp.sizes)
     partner = km.assemble(bp, cols, b)
     rep = km.representatives(bp, lam_mode, b)

@@ -199,7 +199,7 @@ class _PairParams:
                 buf = self._buffer(name, (idx.size, d), wd)
                 np.stack([src[i].reshape(-1) for i in idx.reshape(-1)], out=buf)
             sides.append(buf.reshape(idx.shape + (d,)))
-        return _cost.gathered_costs(*sides, metric=o["cost"], xp=np, op=op, arg=arg)
+        return _cost.gathered_costs(*sides, metric=o["cost"], xp=np, op=op, arg=arg, match_only=True)
 
     @staticmethod
     def _block_order(bp, b: int) -> np.ndarray:
@@ -304,7 +304,7 @@ class _KMixupCosts:
             return unstack(xp.zeros((b, 1), dtype=xp.float32))
         x = flat_features(stack(feats, xp), b, xp, op)
         cost = _km.block_costs(x, plan.left, plan.right, metric=o["cost"], xp=xp, op=op,
-                               arg="features" if o["has_features"] else "images")
+                               arg="features" if o["has_features"] else "images", match_only=True)
         # DALI wants one output row per sample: spread the n_blocks * k * k costs over B rows
         n = plan.left.size * plan.k
         width = -(-n // b)

@@ -240,6 +240,10 @@ def _blend_numpy(x: np.ndarray, partner: np.ndarray, lam: np.ndarray,
     uniform = bool(b) and bool((lam == lam[0, 0]).all())  # lam_mode "batch": one scalar
     partner = np.asarray(partner, dtype=np.intp)
     ok = out is not None and out.shape == x.shape and out.dtype == x.dtype and out.flags.c_contiguous
+    if not ok and x2.nbytes <= _BLEND_CHUNK_BYTES:  # small (labels): one chunk, no machinery
+        mixed = np.multiply(x2, lam[0, 0] if uniform else lam)
+        mixed += np.multiply(np.take(x2, partner, axis=0), oml[0, 0] if uniform else oml)
+        return mixed.reshape(x.shape)
     out = out.reshape(x2.shape) if ok else np.empty_like(x2)
     parts = min(parallel_parts(), b) if 2 * x2.nbytes >= PARALLEL_BYTES else 1
     if parts < 2:
@@ -293,7 +297,8 @@ def match(draws: KMixupDraws, batch_size: int, *, k: int, pairing: str, lam_mode
     plan = plan_blocks(draws.u, batch_size, k, pairing)
     cols = None
     if plan.k > 1:
-        costs = block_costs(feats, plan.left, plan.right, metric=cost, xp=xp, op=op, arg=arg)
+        costs = block_costs(feats, plan.left, plan.right, metric=cost, xp=xp, op=op, arg=arg,
+                            match_only=True)
         from ._backend import to_numpy
 
         cols = solve_blocks(to_numpy(costs), plan.sizes)

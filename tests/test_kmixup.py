@@ -224,3 +224,27 @@ def test_identical_samples_tie_everywhere(rng):
     res = dm.k_mixup(x, np.arange(10) % 2, k=5, num_classes=2, rng=rng)
     np.testing.assert_allclose(res.images, x, rtol=1e-6)  # lam + (1 - lam) rounds within an ulp
     assert np.all(res.partner != np.arange(10))
+
+
+@pytest.mark.parametrize("shape", [(12, 5), (40, 3, 4, 4)])
+def test_match_only_costs_differ_by_row_and_column_constants(shape, rng):
+    """The reduced matching cost is the squared distance less |a_r|^2 + |c_c|^2, on NumPy and
+    under array_api_strict, so every assignment's total moves by the same constant."""
+    import array_api_strict as xps
+
+    from dali_mixup.cost import block_costs
+
+    x = rng.normal(size=shape).reshape(shape[0], -1)
+    plan = km.plan_blocks(rng.random((shape[0], 2)), shape[0], 4, "disjoint")
+    full = block_costs(x, plan.left, plan.right, metric="sqeuclidean", xp=np)
+    a, c = x[plan.left], x[plan.right]
+    expect = full - (a * a).sum(-1)[:, :, None] - (c * c).sum(-1)[:, None, :]
+    red = block_costs(x, plan.left, plan.right, metric="sqeuclidean", xp=np, match_only=True)
+    np.testing.assert_allclose(red, expect, atol=1e-9)
+    red_strict = block_costs(xps.asarray(x), plan.left, plan.right, metric="sqeuclidean", xp=xps,
+                             match_only=True)
+    np.testing.assert_allclose(np.asarray(red_strict), expect, atol=1e-9)
+    # the euclidean cost is not separable: match_only leaves it whole
+    np.testing.assert_array_equal(
+        block_costs(x, plan.left, plan.right, metric="euclidean", xp=np, match_only=True),
+        block_costs(x, plan.left, plan.right, metric="euclidean", xp=np))
