@@ -93,6 +93,18 @@ _pool_lock = threading.Lock()
 _pool: dict = {}
 
 
+def _forget_pool_after_fork() -> None:
+    """A forked child (a DataLoader or DALI worker) has none of the parent's pool threads:
+    it must start its own pool instead of queueing work nobody will run."""
+    global _pool_lock
+    _pool_lock = threading.Lock()
+    _pool.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def _usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

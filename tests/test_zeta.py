@@ -136,3 +136,34 @@ def test_split_matmul_equals_one_product(m, n):
     out = np.full_like(x, np.nan)
     assert split_matmul(w, x, out) is out
     np.testing.assert_allclose(out, w.astype(np.float64) @ x.astype(np.float64), rtol=1e-5, atol=1e-5)
+
+
+def test_parallel_pool_survives_fork_and_reports_errors():
+    """run_parallel after a fork works in the child (its own pool), and a task's exception
+    reaches the caller instead of being lost in a pool thread."""
+    import multiprocessing as mp
+
+    from dali_mixup import cost
+
+    w = np.eye(64, dtype=np.float32)
+    x = np.arange(64 * 4000, dtype=np.float32).reshape(64, 4000)  # 33 MFLOP: split when >= 2 cores
+    cost.run_parallel([lambda: None, lambda: None])  # the parent's pool exists now
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:  # a child queueing work on the parent's dead threads would hang
+        assert pool.apply_async(_split_in_child, (w, x)).get(timeout=60) is True
+
+    def boom():
+        raise RuntimeError("task failed")
+
+    with pytest.raises(RuntimeError, match="task failed"):
+        cost.run_parallel([boom, lambda: None])
+    with pytest.raises(RuntimeError, match="task failed"):
+        cost.run_parallel([lambda: None, boom])
+
+
+def _split_in_child(w, x):
+    from dali_mixup import cost
+
+    out = cost.split_matmul(w, x, np.empty_like(x))
+    cost.run_parallel([lambda: None, lambda: None])
+    return bool(np.array_equal(out, x))
