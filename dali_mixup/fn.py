@@ -4,9 +4,10 @@ Each operator is a plain function, like ``nvidia.dali.auto_aug``'s: it validates
 when the graph is built, draws its randomness from DALI random operators (so the pipeline
 ``seed`` governs it and checkpointing restores it), and lets a python operator compute the
 mixing (the matching, lambdas and soft labels) with the array layer. The pixel blend runs where
-it is cheapest: for k-mixup / mixup on CPU inside that python operator (each extra DALI operator
-costs a per-sample overhead), elsewhere with DALI's own ``permute_batch`` and arithmetic
-operators on the images' device. Outputs keep the input layout either way.
+it is cheapest: for k-mixup, mixup and zeta-mixup on CPU inside that python operator, with the
+array layer's own code (each extra DALI operator costs a per-sample overhead), elsewhere
+(GPU, CutMix, extra tensors) with DALI's own ``permute_batch`` and arithmetic operators on the
+images' device. Outputs keep the input layout either way.
 
 Placement follows the images. On GPU the k-mixup distances are computed by a GPU python
 operator with CuPy (batched matmul on DALI's stream); only the small ``[B, k]`` cost rows go
@@ -108,6 +109,28 @@ def _stack_labels(op: str, labels, n: int):
 # ----------------------------------------------------------------------------- python operators
 
 
+class _Buffers:
+    """Work buffers of one python operator, kept between batches: no fresh batch-sized
+    allocation to page-fault in per batch (that made the k-mixup operator ~3x slower inside
+    DALI's process). DALI copies a python operator's outputs, so outputs may live here too."""
+
+    def __init__(self):
+        self._ws = {}
+
+    def __call__(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        buf = self._ws.get(name)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = self._ws[name] = np.empty(shape, dtype)
+        return buf
+
+
+def _host_stack(images: list, buffers: _Buffers) -> np.ndarray:
+    """CPU samples stacked into a reused ``[B, ...]`` buffer of the working float type
+    (float64 for float64 images, else float32)."""
+    wd = np.float64 if images[0].dtype == np.float64 else np.float32
+    return stack_host(images, out=buffers("x", (len(images),) + images[0].shape, wd))
+
+
 class _PairParams:
     """CPU python operator: pairing (random or optimal transport), coins, lambdas and soft labels.
 
@@ -137,22 +160,12 @@ class _PairParams:
         self.aux, self.with_masks, self.f16 = aux, with_masks, float16_declared
         self.extra_args = list(extra_args)
         self.host_blend, self.info = host_blend, return_info
-        self._ws = {}  # buffers reused from batch to batch
-
-    def _buffer(self, name: str, shape: tuple, dtype) -> np.ndarray:
-        """A work buffer kept between batches: no fresh allocation to page-fault in per batch
-        (fresh batch-sized arrays made this operator ~3x slower inside DALI's process)."""
-        buf = self._ws.get(name)
-        if buf is None or buf.shape != shape or buf.dtype != dtype:
-            buf = self._ws[name] = np.empty(shape, dtype)
-        return buf
+        self._buffer = _Buffers()
 
     def _host_batch(self, images, order: np.ndarray) -> np.ndarray:
         """The CPU images in ``order`` (samples ``order[0], order[1], ...``), stacked into a
         reused ``[B, ...]`` buffer of the working float type."""
-        wd = np.float64 if images[0].dtype == np.float64 else np.float32
-        buf = self._buffer("x", (len(images),) + images[0].shape, wd)
-        return stack_host([images[i] for i in order], out=buf)
+        return _host_stack([images[i] for i in order], self._buffer)
 
     def _host_blend(self, z: np.ndarray, order: np.ndarray, pos: np.ndarray, in_name: str,
                     partner: np.ndarray, lam: np.ndarray) -> list:
@@ -323,8 +336,26 @@ class _ZetaParams:
     labels``, and :class:`_ZetaOthers` mixes on the device.
     """
 
-    def __init__(self, opts: dict, host_images: bool, return_info: bool, float16_declared: bool):
+    def __init__(self, opts: dict, host_images: bool, return_info: bool, float16_declared: bool,
+                 host_mix: bool = False):
         self.opts, self.host, self.info, self.f16 = opts, host_images, return_info, float16_declared
+        self.host_mix = host_mix  # CPU, no extras: output the finished mix (see _host_mix)
+        self._buffer = _Buffers()
+
+    def _host_mix(self, images, index: np.ndarray, weights: np.ndarray) -> list:
+        """The whole mix ``sum_t w_t x_index(i, t)`` on the host, as per-sample outputs.
+
+        The same code as the array layer (bitwise equal), into buffers kept between batches;
+        one output instead of ``others`` and ``w_1`` plus DALI arithmetic (fewer operators,
+        each with a per-sample overhead)."""
+        x = _host_stack(images, self._buffer)
+        b = x.shape[0]
+        if index.shape[1] > 1:
+            method = self.opts["method"] or _zeta.choose_method(index.shape[1], b)
+            x = _zeta._mix_numpy(x, index, weights, method, include_self=True,
+                                 out=self._buffer("out", x.shape, x.dtype))
+        mixed = finalize(x, dtype_name(np, images[0].dtype), self.opts["dtype"], np, _zeta.OP)
+        return unstack(mixed)
 
     def __call__(self, images_or_shapes, labels, draws):
         o, op = self.opts, _zeta.OP
@@ -342,11 +373,15 @@ class _ZetaParams:
                             coin=v[:, width + 1].astype(np.float64) if o["prob"] < 1.0 else None)
         index, weights, _ = _zeta.plan(d, b, o["T"], o["gamma"], o["prob"])
         w32 = weights.astype(np.float32)
-        y_mixed = w32[0] * y + _zeta.mix_others(y, index, w32, np, "matmul")
+        # the array layer's own label mix (bitwise equal to dali_mixup.zeta_mixup)
+        y_mixed = _zeta._mix_numpy(y, index, weights, "matmul", True) if index.shape[1] > 1 else y
         w1 = _scalars(np.full(b, w32[0]), np.float32)
         info = (unstack(index.astype(np.int32)), unstack(np.broadcast_to(w32, index.shape).copy()))
         if not self.host:
             return info + (w1, unstack(y_mixed))
+        if self.host_mix:
+            mixed = self._host_mix(images_or_shapes, index, weights) if b else []
+            return (mixed, unstack(y_mixed)) + (info if self.info else ())
         others = _mix_samples(images_or_shapes, index, w32, self.opts["method"]) if b else []
         return (others, w1, unstack(y_mixed)) + (info if self.info else ())
 
@@ -650,6 +685,13 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
             function=_ZetaParams(opts, False, True, f16), batch_processing=True, num_outputs=4)
         others = dfn.python_function(x, index.gpu(), weights.gpu(), function=_ZetaOthers(opts, f16),
                                      device="gpu", batch_processing=True, num_outputs=1)
+    elif not extra:
+        # CPU: the python operator outputs the finished mix (fewer DALI operators)
+        outs = dfn.python_function(images, labels_cpu, draws,
+                                   function=_ZetaParams(opts, True, return_info, f16, host_mix=True),
+                                   batch_processing=True, num_outputs=4 if return_info else 2)
+        out = (_with_layout(outs[0], images, opts["dtype"], types, dfn), outs[1]) + tuple(masks)
+        return out + tuple(outs[2:]) if return_info else out
     else:
         want_index = return_info or bool(extra)  # the extras are mixed by index and weights
         outs = dfn.python_function(x, labels_cpu, draws,

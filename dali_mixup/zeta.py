@@ -122,7 +122,8 @@ def _numpy_fast(x) -> bool:
 
 
 def _mix_numpy(x: np.ndarray, index: np.ndarray, weights: np.ndarray, method: str,
-               include_self: bool, W: np.ndarray | None = None) -> np.ndarray:
+               include_self: bool, W: np.ndarray | None = None,
+               out: np.ndarray | None = None) -> np.ndarray:
     """:func:`mix_others` (plus ``weights[0] * x`` with ``include_self``) for NumPy batches.
 
     The gather method is bitwise equal to ``float(w[0]) * x + mix_others(x, ...)``: the same
@@ -132,6 +133,7 @@ def _mix_numpy(x: np.ndarray, index: np.ndarray, weights: np.ndarray, method: st
     the self weight ``weights[0]`` on the diagonal of the mixing matrix when ``include_self``
     (one pass over the batch fewer than adding ``w_1 x`` afterwards; equal to it up to rounding).
     Large products are split by columns over the usable cores (:func:`dali_mixup.cost.split_matmul`).
+    ``out``: an optional buffer shaped and typed like ``x`` (not ``x``) to write the result into.
     """
     b = x.shape[0]
     x2 = np.ascontiguousarray(x).reshape(b, -1)
@@ -139,7 +141,8 @@ def _mix_numpy(x: np.ndarray, index: np.ndarray, weights: np.ndarray, method: st
     scalar = x.dtype.type
     rows = max(1, min(b, _GATHER_CHUNK_BYTES // max(1, n * x2.itemsize)))
     buf = np.empty((rows, n), x2.dtype)
-    out = np.empty_like(x2)
+    ok = out is not None and out.shape == x.shape and out.dtype == x.dtype and out.flags.c_contiguous
+    out = out.reshape(x2.shape) if ok and out is not x else np.empty_like(x2)  # out: a buffer to reuse
     if method == "matmul":
         if W is None:  # W: the caller's mixing_matrix(index, weights, include_self=...)
             W = mixing_matrix(index, weights, include_self=include_self)
