@@ -17,13 +17,10 @@ expression, whose gathers and ``a * a`` temporaries dominated.
 """
 from __future__ import annotations
 
-import contextlib
-import os
-import threading
-
 import numpy as np
 
 from ._checks import fail
+from ._threads import one_blas_thread, parallel_parts, run_parallel, split_points
 
 
 def pairwise_sqdist(a, c, xp):
@@ -36,141 +33,6 @@ def pairwise_sqdist(a, c, xp):
     g = xp.matmul(a, xp.matrix_transpose(c))
     d = aa[..., :, None] + cc[..., None, :] - 2.0 * g
     return xp.clip(d, 0.0, None)
-
-
-_blas_lock = threading.Lock()
-_blas_state: dict = {"ctl": None, "depth": 0, "saved": []}
-
-
-def _numpy_blas():
-    """Controllers of NumPy's own BLAS (via threadpoolctl), else ``[]``."""
-    if _blas_state["ctl"] is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            ctl = ThreadpoolController().select(user_api="blas")
-            _blas_state["ctl"] = [c for c in ctl.lib_controllers if "numpy" in c.filepath]
-        except Exception:  # threadpoolctl missing or failing: leave BLAS threading alone
-            _blas_state["ctl"] = []
-    return _blas_state["ctl"]
-
-
-@contextlib.contextmanager
-def _one_blas_thread():
-    """Run NumPy's BLAS single-threaded: k-mixup's many small k x k Gram blocks.
-
-    The one place that uses threadpoolctl (a core dependency). Measured on a busy 2-core
-    machine: OpenBLAS's spinning second thread made k = 32 / 64 blocks 20-100x slower (255 ms
-    instead of ~2 ms at B = 256, D = 3072), and small products split into many calls up to
-    200x slower. Large jobs use more cores through :func:`run_parallel` instead (Python threads,
-    each calling single-threaded BLAS). Nested and concurrent uses share one count.
-    """
-    ctls = _numpy_blas()
-    if not ctls:
-        yield
-        return
-    with _blas_lock:
-        if _blas_state["depth"] == 0:
-            _blas_state["saved"] = [c.num_threads for c in ctls]
-            for c in ctls:
-                c.set_num_threads(1)
-        _blas_state["depth"] += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_state["depth"] -= 1
-            if _blas_state["depth"] == 0:
-                for c, n in zip(ctls, _blas_state["saved"]):
-                    c.set_num_threads(n)
-
-
-#: Products below this many flops run in one call (a hand-off to the pool costs ~50 us).
-_SPLIT_FLOPS = 2e7
-#: Column pieces start at multiples of this many items (unaligned pieces ran ~2x slower).
-_SPLIT_ALIGN = 64
-_pool_lock = threading.Lock()
-_pool: dict = {}
-
-
-def _forget_pool_after_fork() -> None:
-    """A forked child (a DataLoader or DALI worker) has none of the parent's pool threads:
-    it must start its own pool instead of queueing work nobody will run."""
-    global _pool_lock
-    _pool_lock = threading.Lock()
-    _pool.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool_after_fork)
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
-
-
-def split_matmul(w: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out = w @ x`` for NumPy ``w [M, K]``, ``x [K, N]`` with large N (zeta-mixup's
-    ``[B, B] @ [B, D]`` mix), split by columns over up to 8 cores.
-
-    Each column piece is one single-threaded BLAS call, run by a small pool of Python threads
-    (the caller takes the last piece). OpenBLAS's own threads would do the same split, but its
-    idle workers spin for a while after each call: in one process with DALI pipelines that
-    stole a core from the next pipeline (mixup pipelines ran ~15% slower after a zeta product)
-    and on a busy machine made the product 1.25x slower. Idle pool threads block instead.
-    Measured on a quiet 2-core VM: 6.4 -> 3.4 ms at [32, 32] @ [32, 150528], 4.1 -> 2.1 ms at
-    [256, 256] @ [256, 3072]. Every column is computed by the same single-threaded kernel.
-    """
-    m, k = w.shape
-    n = x.shape[1]
-    parts = min(parallel_parts(), n // _SPLIT_ALIGN)
-    if parts < 2 or 2.0 * m * k * n < _SPLIT_FLOPS:
-        return np.matmul(w, x, out=out)
-    step = -(-n // parts)
-    step = -(-step // _SPLIT_ALIGN) * _SPLIT_ALIGN
-    cuts = list(range(0, n, step)) + [n]
-    with _one_blas_thread():
-        run_parallel([lambda c0=c0, c1=c1: np.matmul(w, x[:, c0:c1], out=out[:, c0:c1])
-                      for c0, c1 in zip(cuts[:-1], cuts[1:])])
-    return out
-
-
-def parallel_parts() -> int:
-    """How many pieces a large NumPy job is cut into: the usable cores, at most 8."""
-    return min(8, _usable_cores())
-
-
-def split_points(n: int, parts: int) -> list:
-    """``parts + 1`` increasing cut points from 0 to ``n`` (pieces differ by at most one)."""
-    return [n * i // parts for i in range(parts + 1)]
-
-
-def run_parallel(tasks) -> None:
-    """Run the callables ``tasks`` at once: all but the last on a small pool of Python threads
-    (created on first use, one fewer than :func:`parallel_parts`), the last on the caller's.
-
-    The tasks are NumPy / BLAS calls, which release the GIL. Idle pool threads block (they do
-    not spin like OpenBLAS's workers). A task's exception is raised here.
-    """
-    if len(tasks) == 1:
-        tasks[0]()
-        return
-    with _pool_lock:  # one pool per process, created on first use
-        pool = _pool.get("pool")
-        if pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            pool = _pool["pool"] = ThreadPoolExecutor(max(1, parallel_parts() - 1),
-                                                      thread_name_prefix="dali_mixup")
-    futures = [pool.submit(t) for t in tasks[:-1]]
-    try:
-        tasks[-1]()
-    finally:
-        for f in futures:
-            f.result()
 
 
 def _rowdot(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -189,10 +51,6 @@ _SLICE_BYTES = 2 << 20
 _SMALL_BYTES = 4 << 20
 
 
-#: Element-wise jobs (the k-mixup blend) touching at least this many bytes are split over the
-#: cores (:func:`run_parallel`). Measured on 2 cores: 2.6 -> 1.7 ms at [32, 3, 224, 224]; no
-#: gain at 3 MiB and a loss at 0.8 MiB (the hand-off and the shared cache eat it).
-PARALLEL_BYTES = 8 << 20
 #: k-mixup Gram blocks are split over the cores from this many flops: at B = 256, D = 3072
 #: k = 64 (50 MFLOP) went 0.9 -> 0.64 ms, k = 16 (12.6 MFLOP) was slower split.
 _PARALLEL_GRAM_FLOPS = 2.5e7
@@ -272,7 +130,7 @@ def _numpy_terms_serial(x2d: np.ndarray, left: np.ndarray, right: np.ndarray, sc
 
 
 def _numpy_sqdist(x2d, left, right, match_only: bool = False):
-    with _one_blas_thread():
+    with one_blas_thread():
         aa, cc, g = _numpy_terms(x2d, left, right, norms=not match_only)
     if match_only:
         return np.multiply(g, -2.0, out=g)
@@ -325,7 +183,7 @@ def gathered_costs(a, c, *, metric: str, xp, op: str = "k_mixup", arg: str = "im
     reduced = match_only and metric == "sqeuclidean"
     if isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64) and a.size:
         nb, k, d = a.shape
-        with _one_blas_thread():
+        with one_blas_thread():
             g = np.matmul(a, c.transpose(0, 2, 1))
             if not reduced:
                 aa = _rowdot(a.reshape(nb * k, d)).reshape(nb, k)

@@ -144,7 +144,8 @@ class _PairParams:
     ``[u0, u1, u_lam, u_lam_cut, box_y, box_x, coin_prob, coin_switch]`` for mix, all uniform in
     [0, 1); the lambdas are Beta quantiles of ``u_lam`` (:func:`dali_mixup.kmixup.beta_quantile`).
 
-    Outputs for k-mixup: partner (int32), lam (float32), soft labels, [dominant (int32)].
+    Outputs for k-mixup: partner (int32), lam (float32), soft labels, [dominant (int32)]; with
+    ``host_blend``: the mixed images, soft labels, [partner, lam with ``return_info``].
     Outputs for mix: partner, lam, share (the partner's pixel share, broadcastable against the
     sample), soft labels, [dominant share (0/1, same shape)].
     """
@@ -331,9 +332,10 @@ class _ZetaParams:
     """CPU python operator: partners, weights and soft labels, and on CPU also the mix.
 
     Inputs: ``(images or shapes, labels, draws)`` with ``draws = [u (max batch size), g(, coin)]``
-    per sample. With ``host_images`` (CPU images): outputs ``others, w_1, soft labels`` and,
-    with ``return_info``, ``index, weights``. Otherwise (GPU images): ``index, weights, w_1, soft
-    labels``, and :class:`_ZetaOthers` mixes on the device.
+    per sample. With ``host_images`` (CPU images): outputs ``others, w_1, soft labels`` (with
+    ``host_mix``: the mixed images and soft labels) and, with ``return_info``, ``index,
+    weights``. Otherwise (GPU images): ``index, weights, w_1, soft labels``, and
+    :class:`_ZetaOthers` mixes on the device.
     """
 
     def __init__(self, opts: dict, host_images: bool, return_info: bool, float16_declared: bool,

@@ -21,7 +21,6 @@ backend; steps 3 and 5 run in the images' own namespace (NumPy, CuPy, torch).
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -29,7 +28,8 @@ import numpy as np
 
 from . import _checks
 from .assign import solve_blocks
-from .cost import PARALLEL_BYTES, block_costs, parallel_parts, run_parallel, split_points
+from ._threads import PARALLEL_BYTES, parallel_parts, run_parallel, scratch, split_points
+from .cost import block_costs
 from .images import as_batch, check_extra, finalize, flat_features, work_dtype
 from .labels import soft_labels
 
@@ -213,16 +213,6 @@ def apply_prob(partner: np.ndarray, lam: np.ndarray, coin: np.ndarray | None, re
 
 #: Bytes of partner rows gathered per step of the NumPy blend (stays in cache).
 _BLEND_CHUNK_BYTES = 1 << 19
-_chunks = threading.local()
-
-
-def _chunk_buffer(n: int, dtype) -> np.ndarray:
-    """A per-thread scratch vector of ``n`` items kept between calls: a fresh 512 KiB block
-    per batch is served by mmap (page faults) until glibc raises its mmap threshold."""
-    buf = getattr(_chunks, "buf", None)
-    if buf is None or buf.nbytes < n * np.dtype(dtype).itemsize:
-        buf = _chunks.buf = np.empty(max(n * np.dtype(dtype).itemsize, _BLEND_CHUNK_BYTES), np.uint8)
-    return buf[: n * np.dtype(dtype).itemsize].view(dtype)
 
 
 def _blend_numpy(x: np.ndarray, partner: np.ndarray, lam: np.ndarray,
@@ -259,7 +249,7 @@ def _blend_rows(x2, partner, lam, oml, uniform, out, r0: int, r1: int) -> None:
     """Rows ``r0:r1`` of :func:`_blend_numpy`, in chunks that stay in cache."""
     n = x2.shape[1]
     rows = max(1, min(r1 - r0, _BLEND_CHUNK_BYTES // max(1, n * x2.itemsize)))
-    buf = _chunk_buffer(rows * n, x2.dtype).reshape(rows, n)
+    buf = scratch(rows * n, x2.dtype).reshape(rows, n)
     for i0 in range(r0, r1, rows):
         i1 = min(r1, i0 + rows)
         t = buf[: i1 - i0]

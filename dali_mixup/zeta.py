@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _checks
-from .cost import split_matmul
+from ._threads import scratch, split_matmul
 from .images import as_batch, check_extra, finalize, work_dtype
 from .labels import soft_labels
 
@@ -132,7 +132,7 @@ def _mix_numpy(x: np.ndarray, index: np.ndarray, weights: np.ndarray, method: st
     The matmul method computes one ``[B, B] @ [B, D]`` product into a preallocated output, with
     the self weight ``weights[0]`` on the diagonal of the mixing matrix when ``include_self``
     (one pass over the batch fewer than adding ``w_1 x`` afterwards; equal to it up to rounding).
-    Large products are split by columns over the usable cores (:func:`dali_mixup.cost.split_matmul`).
+    Large products are split by columns over the usable cores (:func:`dali_mixup._threads.split_matmul`).
     ``out``: an optional buffer shaped and typed like ``x`` (not ``x``) to write the result into.
     """
     b = x.shape[0]
@@ -140,7 +140,7 @@ def _mix_numpy(x: np.ndarray, index: np.ndarray, weights: np.ndarray, method: st
     n = x2.shape[1]
     scalar = x.dtype.type
     rows = max(1, min(b, _GATHER_CHUNK_BYTES // max(1, n * x2.itemsize)))
-    buf = np.empty((rows, n), x2.dtype)
+    buf = scratch(rows * n, x2.dtype).reshape(rows, n)
     ok = out is not None and out.shape == x.shape and out.dtype == x.dtype and out.flags.c_contiguous
     out = out.reshape(x2.shape) if ok and out is not x else np.empty_like(x2)  # out: a buffer to reuse
     if method == "matmul":
