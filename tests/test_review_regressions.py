@@ -129,3 +129,31 @@ def test_label_smoothing_on_float_labels_warns(rng):
     with pytest.warns(UserWarning, match="label_smoothing=0.1 applies to class-id labels"):
         r = dm.mixup(rng.random((4, 2)).astype(np.float32), soft, label_smoothing=0.1, prob=0.0)
     np.testing.assert_array_equal(r.labels, soft)
+
+
+@pytest.mark.parametrize("op,kw", [("k_mixup", {"k": 3}), ("mixup", {}), ("zeta_mixup", {})])
+def test_float64_images_stay_float64_with_their_layout(op, kw, rng):
+    """The CPU operators blend on the host: float64 stays float64 (the array layer's policy),
+    the output takes the input's layout (a python operator's output has none), and the
+    values are the array layer's for the pipeline's own partners and weights."""
+    imgs = [rng.normal(size=(4, 5, 3)) for _ in range(7)]  # float64
+    labels = _ids(7)
+
+    def graph(x, y):
+        return getattr(mfn, op)(x, y, num_classes=2, return_info=True, **kw)
+
+    (out,), p = run_dali(graph, [(imgs, labels)], layout="HWC")
+    mixed = np.stack(out[0])
+    x = np.stack(imgs)
+    assert mixed.dtype == np.float64
+    if op == "zeta_mixup":
+        index, weights = np.stack(out[2]), np.stack(out[3]).astype(np.float64)
+        ref = np.einsum("it,it...->i...", weights, x[index])
+        np.testing.assert_allclose(mixed, ref, rtol=1e-6, atol=1e-6)  # weights come back as float32
+    else:
+        partner, lam = np.stack(out[2]), np.stack(out[3]).astype(np.float64)
+        lam4 = lam.reshape(-1, 1, 1, 1)
+        np.testing.assert_allclose(mixed, lam4 * x + (1 - lam4) * x[partner], rtol=1e-6, atol=1e-6)
+    p.feed_input("x", imgs)
+    p.feed_input("y", labels)
+    assert p.run()[0].layout() == "HWC"
