@@ -253,12 +253,15 @@ class _PairParams:
             cols = _km.solve_blocks(costs, bp.sizes) if costs is not None else None
             partner, lam = _km.partners_and_lambdas(bp, cols, d, b, o["lam_mode"], o["prob"])
             y_mixed = _km.blend(y, partner, lam.astype(np.float32), np)
-            info = (_scalars(partner, np.int32), _scalars(lam, np.float32))
+
+            def info():  # per-sample outputs cost a conversion each: only when wanted
+                return _scalars(partner, np.int32), _scalars(lam, np.float32)
+
             if self.host_blend:
                 mixed = (self._host_blend(z, order, pos, dtype_name(np, images[0].dtype), partner, lam)
                          if b else [])
-                return (mixed, unstack(y_mixed)) + (info if self.info else ())
-            out = info + (unstack(y_mixed),)
+                return (mixed, unstack(y_mixed)) + (info() if self.info else ())
+            out = info() + (unstack(y_mixed),)
             if self.with_masks:
                 out += (_scalars(_km.dominant(partner, lam), np.int32),)
             return out
@@ -377,15 +380,18 @@ class _ZetaParams:
         w32 = weights.astype(np.float32)
         # the array layer's own label mix (bitwise equal to dali_mixup.zeta_mixup)
         y_mixed = _zeta._mix_numpy(y, index, weights, "matmul", True) if index.shape[1] > 1 else y
-        w1 = _scalars(np.full(b, w32[0]), np.float32)
-        info = (unstack(index.astype(np.int32)), unstack(np.broadcast_to(w32, index.shape).copy()))
-        if not self.host:
-            return info + (w1, unstack(y_mixed))
+
+        def info():  # per-sample outputs, built only when they are outputs
+            return unstack(index.astype(np.int32)), unstack(np.broadcast_to(w32, index.shape).copy())
+
         if self.host_mix:
             mixed = self._host_mix(images_or_shapes, index, weights) if b else []
-            return (mixed, unstack(y_mixed)) + (info if self.info else ())
+            return (mixed, unstack(y_mixed)) + (info() if self.info else ())
+        w1 = _scalars(np.full(b, w32[0]), np.float32)
+        if not self.host:
+            return info() + (w1, unstack(y_mixed))
         others = _mix_samples(images_or_shapes, index, w32, self.opts["method"]) if b else []
-        return (others, w1, unstack(y_mixed)) + (info if self.info else ())
+        return (others, w1, unstack(y_mixed)) + (info() if self.info else ())
 
 
 def _mix_samples(samples, index, weights, method):
