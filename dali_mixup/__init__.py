@@ -11,11 +11,16 @@ DALI layer (inside ``@pipeline_def``)::
     import dali_mixup.fn as mfn
     images, labels = mfn.k_mixup(images, labels, k=16, num_classes=10)
 """
-from .kmixup import KMixupDraws, MixupResult, k_mixup, mixup
-from .zeta import ZetaDraws, ZetaResult, zeta_mixup, zeta_weights
-from .cut_mix import MixDraws, MixResult, cutmix, mix
+from .config import PairConfig, ZetaConfig
+from .draws import KMixupDraws, MixDraws, ZetaDraws
+from .kmixup import MixupResult, k_mixup, mixup
+from .cut_mix import MixResult, cutmix, mix
+from .pairs import PairResult
+from .plan import zeta_weights
+from .zeta import ZetaResult, zeta_mixup
 from ._checks import GAMMA_MIN
 
-__all__ = ["k_mixup", "mixup", "zeta_mixup", "cutmix", "mix", "zeta_weights", "MixupResult",
-           "ZetaResult", "MixResult", "KMixupDraws", "ZetaDraws", "MixDraws", "GAMMA_MIN"]
+__all__ = ["k_mixup", "mixup", "zeta_mixup", "cutmix", "mix", "zeta_weights", "PairResult",
+           "MixupResult", "ZetaResult", "MixResult", "KMixupDraws", "ZetaDraws", "MixDraws",
+           "PairConfig", "ZetaConfig", "GAMMA_MIN"]
 __version__ = "0.1.0"

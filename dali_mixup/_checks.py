@@ -31,7 +31,7 @@ def fail(op: str, arg: str, expected: str, got: Any) -> ValueError:
     return ValueError(f"{op}: argument '{arg}' expected {expected}, got {got!r}")
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
@@ -44,13 +44,13 @@ def check_int(op: str, arg: str, v: Any, *, minimum: int, allow_none: bool = Fal
 
 
 def check_positive(op: str, arg: str, v: Any) -> float:
-    if not _is_number(v) or not math.isfinite(v) or v <= 0:
+    if not is_number(v) or not math.isfinite(v) or v <= 0:
         raise fail(op, arg, "a finite number > 0", v)
     return float(v)
 
 
 def check_prob(op: str, arg: str, v: Any) -> float:
-    if not _is_number(v) or not (0.0 <= v <= 1.0):
+    if not is_number(v) or not (0.0 <= v <= 1.0):
         raise fail(op, arg, "a probability in [0, 1]", v)
     return float(v)
 
@@ -62,7 +62,7 @@ def check_choice(op: str, arg: str, v: Any, choices: Sequence[Any]):
 
 
 def check_smoothing(op: str, v: Any) -> float:
-    if not _is_number(v) or not (0.0 <= v < 1.0):
+    if not is_number(v) or not (0.0 <= v < 1.0):
         raise fail(op, "label_smoothing", "a number in [0, 1)", v)
     return float(v)
 
@@ -73,9 +73,9 @@ def check_num_classes(op: str, v: Any):
 
 def check_gamma(op: str, v: Any) -> tuple[float, float]:
     """gamma as a float or a (low, high) range; returns (low, high), equal for a float."""
-    if _is_number(v):
+    if is_number(v):
         low = high = float(v)
-    elif isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_number(g) for g in v):
+    elif isinstance(v, (tuple, list)) and len(v) == 2 and all(is_number(g) for g in v):
         low, high = float(v[0]), float(v[1])
         if low > high:
             raise fail(op, "gamma", "a (low, high) range with low <= high", tuple(v))

@@ -139,7 +139,7 @@ def _numpy_sqdist(x2d, left, right, match_only: bool = False):
 
 
 def block_costs(x2d, left: np.ndarray, right: np.ndarray, *, metric: str, xp, op: str = "k_mixup",
-                arg: str = "images", match_only: bool = False):
+                arg: str = "images", match_only: bool = False, raise_nonfinite: bool = True):
     """Cost matrices ``[n_blocks, k, k]`` between the rows ``x2d[left[b]]`` and ``x2d[right[b]]``.
 
     Args:
@@ -154,7 +154,9 @@ def block_costs(x2d, left: np.ndarray, right: np.ndarray, *, metric: str, xp, op
             norms and avoids float32 cancellation against them.
 
     Values too large to square in the working dtype are rescaled (the optimal matching is
-    invariant to a positive scale of the cost); NaN or Inf in the data raise ``ValueError``.
+    invariant to a positive scale of the cost); NaN or Inf in the data raise ``ValueError``
+    (with ``raise_nonfinite=False``, as in a GPU operator, they give non-finite costs instead,
+    which the host checks).
     """
     nb, k = left.shape
     d = x2d.shape[1]
@@ -169,11 +171,12 @@ def block_costs(x2d, left: np.ndarray, right: np.ndarray, *, metric: str, xp, op
     ri = xp.asarray(right.reshape(-1), device=device)
     a = xp.reshape(xp.take(x2d, li, axis=0), (nb, k, d))
     c = xp.reshape(xp.take(x2d, ri, axis=0), (nb, k, d))
-    return gathered_costs(a, c, metric=metric, xp=xp, op=op, arg=arg, match_only=match_only)
+    return gathered_costs(a, c, metric=metric, xp=xp, op=op, arg=arg, match_only=match_only,
+                          raise_nonfinite=raise_nonfinite)
 
 
 def gathered_costs(a, c, *, metric: str, xp, op: str = "k_mixup", arg: str = "images",
-                   match_only: bool = False):
+                   match_only: bool = False, raise_nonfinite: bool = True):
     """Cost matrices ``[n_blocks, k, k]`` between already gathered blocks ``a``, ``c`` ``[n_blocks, k, D]``.
 
     The DALI operator gathers the blocks straight from the per-sample arrays it receives into
@@ -199,6 +202,8 @@ def gathered_costs(a, c, *, metric: str, xp, op: str = "k_mixup", arg: str = "im
         cost = pairwise_sqdist(a, c, xp)
     if not bool(xp.all(xp.isfinite(cost))):
         if not (bool(xp.all(xp.isfinite(a))) and bool(xp.all(xp.isfinite(c)))):
+            if not raise_nonfinite:
+                return cost
             raise fail(op, arg, "finite values (the k-mixup cost needs them)", "NaN or Inf")
         # Overflow of |x|^2: rescale each block by its largest magnitude and recompute.
         scale = xp.max(xp.abs(xp.concat([a, c], axis=1)), axis=(1, 2))
