@@ -113,7 +113,7 @@ def arrays_pipeline(images, labels, *, batch_size: int, training: bool = True,
                                      output_layout="CHW")
         if not training:
             return x, y
-        return apply_mixing(x, y, mix, num_classes)
+        return apply_mixing(x, y, mix, num_classes, layout="CHW")
 
     pipe = graph()
     pipe.epoch_source = source  # for tests / introspection

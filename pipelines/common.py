@@ -81,14 +81,15 @@ class MixConfig:
 
 
 def apply_mixing(images, labels, mix: MixConfig, num_classes: int, *, seed=None,
-                 return_info: bool = False):
+                 return_info: bool = False, layout: str | None = None):
     """Mix a batch inside a pipeline; returns ``(images, soft_labels[, info...])``.
 
     ``labels`` are class ids from a reader / external source. Soft labels are float32 ``[C]``
     per sample for every mixing (one-hot, optionally smoothed, for ``"none"``), so the
     training loop is the same for all of them. With ``return_info`` a third output is the
     partner index (k-mixup / mixup, int32) or the zeta index row, and a fourth the lam /
-    weights.
+    weights. ``layout``: the images' sample layout when the caller knows it (the ready-made
+    pipelines always do: ``"CHW"``), so the mixed images carry it without a copy.
     """
     from nvidia.dali import fn, types
 
@@ -105,20 +106,20 @@ def apply_mixing(images, labels, mix: MixConfig, num_classes: int, *, seed=None,
         return (images, soft, None, None) if return_info else (images, soft)
     if m == "mixup":
         return mfn.mixup(images, labels, alpha=mix.alpha, num_classes=num_classes,
-                         label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed)
+                         label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed, layout=layout)
     if m == "kmixup":
         return mfn.k_mixup(images, labels, k=mix.k, alpha=mix.alpha, num_classes=num_classes,
                            cost=mix.cost, label_smoothing=mix.label_smoothing,
-                           return_info=return_info, seed=seed)
+                           return_info=return_info, seed=seed, layout=layout)
     if m == "cutmix":
         return mfn.cutmix(images, labels, alpha=mix.alpha, num_classes=num_classes,
-                          label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed)
+                          label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed, layout=layout)
     if m == "mixup_cutmix":
         return mfn.mix(images, labels, mixup_alpha=mix.alpha, cutmix_alpha=mix.alpha,
                        switch_prob=0.5, num_classes=num_classes,
-                       label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed)
+                       label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed, layout=layout)
     return mfn.zeta_mixup(images, labels, gamma=mix.gamma, T=mix.T, num_classes=num_classes,
-                          label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed)
+                          label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed, layout=layout)
 
 
 def shard_bounds(n: int, shard_id: int, num_shards: int) -> tuple[int, int]:

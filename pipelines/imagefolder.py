@@ -212,12 +212,12 @@ def imagefolder_pipeline(source, *, batch_size: int, size: int = 224, training: 
         if not training:
             return images, labels
         if return_info:
-            mixed, soft, a, b = apply_mixing(images, labels, mix, num_classes,
+            mixed, soft, a, b = apply_mixing(images, labels, mix, num_classes, layout="CHW",
                                              return_info=True)
             if a is None:  # no mixing: identity partner, lam 1
                 return mixed, soft, images, labels, labels
             return mixed, soft, images, a, b
-        return apply_mixing(images, labels, mix, num_classes)
+        return apply_mixing(images, labels, mix, num_classes, layout="CHW")
 
     names = ["images", "labels"]
     if training and return_info:

@@ -61,26 +61,6 @@ def _declared_f16_pipeline(graph, imgs, labels):
     return [np.stack([np.array(t[i]) for i in range(len(t))]) for t in p.run()]
 
 
-def test_declared_float16_on_the_device_route_and_as_extra(monkeypatch, rng):
-    """The GPU route (cost operator) and float16 extras accept declared float16 tensors."""
-    imgs = [rng.normal(size=(4, 4, 3)).astype(np.float16) for _ in range(6)]
-
-    def device_route(op, opts, images, features, u, dfn_, f16):
-        rows = fn.python_function(images, u, function=mfn._KMixupCosts(op, opts, f16), device="cpu",
-                                  batch_processing=True, num_outputs=1)
-        return rows, "costs"
-
-    monkeypatch.setattr(mfn, "_pair_source", device_route)
-    out = _declared_f16_pipeline(
-        lambda x, y: mfn.k_mixup(x, y, k=3, num_classes=2, extra=[x], return_info=True),
-        imgs, _ids(6))
-    img, _, ext, partner, lam = out
-    x = np.stack(imgs).astype(np.float32)
-    lam4 = lam.reshape(-1, 1, 1, 1)
-    np.testing.assert_allclose(img, lam4 * x + (1 - lam4) * x[partner], rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(ext, img, rtol=1e-6)
-
-
 def test_float16_extras_in_zeta_and_cutmix(rng):
     imgs = [rng.normal(size=(4, 4, 3)).astype(np.float16) for _ in range(6)]
     for op in ("zeta_mixup", "cutmix"):
