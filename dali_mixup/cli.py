@@ -7,18 +7,37 @@ torch and matplotlib are slow to import and optional) and hands it the remaining
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 #: subcommand -> ("module", "function", one-line description). Each function takes
 #: ``argv: list[str] | None`` and returns an exit status.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("pipelines.demo", "main", "the main job: ERM vs mixup vs k-mixup vs zeta-mixup on digits"),
-    "train": ("pipelines.train", "main", "train a classifier on an image folder with a mixing DALI pipeline"),
-    "preview": ("pipelines.preview", "main", "PNG grid of one mixed batch, soft-label bars, k-mixup pairs"),
-    "bench": ("benchmarks.run", "main", "the benchmark suite"),
+    "demo": ("dali_mixup.pipelines.demo", "main",
+             "the main job: ERM vs mixup vs k-mixup vs zeta-mixup on digits"),
+    "train": ("dali_mixup.pipelines.train", "main",
+              "train a classifier on an image folder with a mixing DALI pipeline"),
+    "preview": ("dali_mixup.pipelines.preview", "main",
+                "PNG grid of one mixed batch, soft-label bars, k-mixup pairs"),
+    "bench": ("dali_mixup.cli", "bench", "the benchmark suite (benchmarks/run.py of a source checkout)"),
     "calibrate": ("dali_mixup.calibrate", "main", "alpha_k keeping the k=1 perturbation xi (k-mixup Alg. 1)"),
     "toy": ("dali_mixup.toy", "main", "vicinal distributions of the three methods on the toy datasets (PNG)"),
 }
+
+#: the extra each subcommand needs beyond the core dependencies (``pip install 'dali-mixup[EXTRA]'``)
+EXTRAS: dict[str, str] = {"demo": "train", "train": "train", "preview": "train", "bench": "train",
+                          "calibrate": "train", "toy": "train"}
+
+#: optional modules -> the extra that brings them (torch is installed by hand: its build
+#: depends on the platform)
+OPTIONAL: dict[str, str] = {"nvidia": "dali", "tqdm": "train", "matplotlib": "train", "PIL": "train",
+                            "sklearn": "train", "cupy": "gpu", "cupy_backends": "gpu", "torch": ""}
+
+TORCH_HINT = ("install PyTorch first, the build for your platform: on CPU "
+              "pip install torch --index-url https://download.pytorch.org/whl/cpu; with CUDA, the "
+              "command from pytorch.org")
 
 
 def usage() -> str:
@@ -32,27 +51,53 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def _import(module: str):
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        # pipelines/ and benchmarks/ live beside the package in a source checkout; an editable
-        # install started outside the checkout (a console script's sys.path[0] is its bin/)
-        # may not map a top-level folder that pyproject does not list. Look there once.
-        from pathlib import Path
-
-        top = module.split(".")[0]
-        root = Path(__file__).resolve().parent.parent
-        if e.name != top or not (root / top / "__init__.py").is_file() or str(root) in sys.path:
-            raise
-        sys.path.append(str(root))
-        return importlib.import_module(module)
+def missing_extra_message(name: str, error: ModuleNotFoundError) -> str | None:
+    """What to install when subcommand ``name`` stopped on a missing optional module (None when
+    the missing module is not one an extra brings: then it is a real error)."""
+    top = (error.name or "").split(".")[0]
+    if top not in OPTIONAL:
+        return None
+    if top == "torch":
+        return (f"dali-mixup {name}: needs PyTorch, which is not installed; {TORCH_HINT}; "
+                f"then pip install 'dali-mixup[{EXTRAS.get(name, 'train')}]'")
+    extra = "gpu" if OPTIONAL[top] == "gpu" else EXTRAS.get(name, OPTIONAL[top])
+    return (f"dali-mixup {name}: needs the module {top!r}, which is not installed; "
+            f"install the extra it comes with: pip install 'dali-mixup[{extra}]'")
 
 
 def resolve(name: str):
-    """The ``main`` function of a subcommand (imports its module)."""
+    """The function of a subcommand (imports its module)."""
     module, func, _ = COMMANDS[name]
-    return getattr(_import(module), func)
+    return getattr(importlib.import_module(module), func)
+
+
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from (editable install or a clone on the path),
+    or None for an installed wheel: the checkout has ``pyproject.toml`` and ``benchmarks/``
+    beside the package."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "benchmarks" / "run.py").is_file():
+        return root
+    return None
+
+
+def bench(argv: list[str] | None = None) -> int:
+    """``dali-mixup bench``: run the checkout's ``python -m benchmarks.run`` with ``argv``.
+
+    The benchmarks are not installed with the package; they run from a source checkout, in a
+    child process whose module path starts at the checkout (the working directory stays, so
+    ``--out`` is relative to where the command was typed).
+    """
+    root = checkout_root()
+    if root is None:
+        print("dali-mixup bench: the benchmark suite (benchmarks/run.py) is part of the source "
+              "repository, not of the installed package; clone the repository, pip install -e "
+              "\".[train]\" there and run dali-mixup bench (or python -m benchmarks.run) in it",
+              file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return subprocess.call([sys.executable, "-m", "benchmarks.run", *(argv or [])], env=env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,11 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         fn = resolve(name)
-    except ImportError as e:
-        print(f"dali-mixup {name}: cannot import {COMMANDS[name][0]} ({e}); is the package "
-              "installed with the extras it needs (pip install -e \".[train]\")?", file=sys.stderr)
+        rc = fn(rest)
+    except ModuleNotFoundError as e:
+        # an optional dependency is missing (at import or when the job first needs it)
+        msg = missing_extra_message(name, e)
+        if msg is None:
+            raise
+        print(msg, file=sys.stderr)
         return 1
-    rc = fn(rest)
     return 0 if rc is None else int(rc)
 
 

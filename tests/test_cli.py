@@ -1,6 +1,7 @@
 """The `dali-mixup` console script (dali_mixup.cli)."""
 import importlib
 import inspect
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +21,13 @@ def test_console_script_declared():
 
 def test_dispatch_table_maps_each_subcommand_to_an_importable_main():
     assert list(cli.COMMANDS) == ["demo", "train", "preview", "bench", "calibrate", "toy"]
-    expected = {"demo": "pipelines.demo", "train": "pipelines.train", "preview": "pipelines.preview",
-                "bench": "benchmarks.run", "calibrate": "dali_mixup.calibrate", "toy": "dali_mixup.toy"}
-    for name, module in expected.items():
-        assert cli.COMMANDS[name][:2] == (module, "main")
+    expected = {"demo": ("dali_mixup.pipelines.demo", "main"), "train": ("dali_mixup.pipelines.train", "main"),
+                "preview": ("dali_mixup.pipelines.preview", "main"), "bench": ("dali_mixup.cli", "bench"),
+                "calibrate": ("dali_mixup.calibrate", "main"), "toy": ("dali_mixup.toy", "main")}
+    for name, (module, func) in expected.items():
+        assert cli.COMMANDS[name][:2] == (module, func)
         fn = cli.resolve(name)
-        assert fn is importlib.import_module(module).main
+        assert fn is getattr(importlib.import_module(module), func)
         params = list(inspect.signature(fn).parameters.values())
         assert params and params[0].name == "argv"  # main(argv) takes the forwarded arguments
 
@@ -68,6 +70,70 @@ def test_calibrate_quick_through_cli(capsys):
     alpha_k = [float(r[3]) for r in rows]
     assert alpha_k[0] == 1.0 and alpha_k[0] < alpha_k[1] < alpha_k[2]
     assert "target xi = 0.7" in "\n".join(lines)  # Table 9: xi = 0.78 at alpha = 1
+
+
+def test_no_top_level_pipelines_or_benchmarks_package_is_needed():
+    # the ready-made pipelines are dali_mixup.pipelines (pipelines/ installed inside the package)
+    import dali_mixup.pipelines as pp
+
+    assert Path(pp.__file__).resolve().parent == ROOT / "pipelines"
+    assert "sys.path" not in (ROOT / "dali_mixup" / "cli.py").read_text()
+
+
+@pytest.mark.parametrize("missing, extra", [("tqdm", "train"), ("nvidia", "train"), ("matplotlib", "train"),
+                                            ("cupy", "gpu")])
+def test_a_missing_extra_names_the_extra_to_install(monkeypatch, capsys, missing, extra):
+    def needs(argv):
+        raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
+
+    monkeypatch.setattr(cli, "resolve", lambda name: needs)
+    assert cli.main(["demo", "--quick"]) == 1
+    err = capsys.readouterr().err
+    assert f"needs the module {missing!r}" in err and f"pip install 'dali-mixup[{extra}]'" in err
+
+
+def test_a_missing_torch_says_how_to_install_it(monkeypatch, capsys):
+    def needs(argv):
+        import importlib
+
+        importlib.import_module("torch")  # blocked below
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setattr(cli, "resolve", lambda name: needs)
+    assert cli.main(["train", "--data", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "needs PyTorch" in err and "--index-url https://download.pytorch.org/whl/cpu" in err
+    assert "pip install 'dali-mixup[train]'" in err
+
+
+def test_other_missing_modules_are_errors(monkeypatch):
+    def broken(argv):
+        raise ModuleNotFoundError("No module named 'dali_mixup.nothing'", name="dali_mixup.nothing")
+
+    monkeypatch.setattr(cli, "resolve", lambda name: broken)
+    with pytest.raises(ModuleNotFoundError):
+        cli.main(["toy"])
+
+
+def test_bench_runs_the_checkout_suite_and_explains_itself_elsewhere(monkeypatch, capsys, tmp_path):
+    assert cli.checkout_root() == ROOT
+    calls = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, env: calls.append((cmd, env)) or 0)
+    assert cli.main(["bench", "--quick", "--out", str(tmp_path)]) == 0
+    (cmd, env), = calls
+    assert cmd == [sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(tmp_path)]
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)
+    # an installed wheel has no checkout beside the package
+    monkeypatch.setattr(cli, "checkout_root", lambda: None)
+    assert cli.main(["bench"]) == 2
+    assert "not of the installed package" in capsys.readouterr().err
+
+
+def test_bench_help_through_the_checkout():
+    exe = Path(sys.executable).parent / "dali-mixup"
+    r = subprocess.run([str(exe), "bench", "--help"], capture_output=True, text=True, timeout=120, cwd="/")
+    assert r.returncode == 0, r.stderr
+    assert "--quick" in r.stdout
 
 
 def test_installed_console_script_runs():
