@@ -1,12 +1,17 @@
 """Ready-made DALI pipelines and a PyTorch training entry point for dali-mixup.
 
-* :mod:`pipelines.imagefolder`: ``root/<class>/<image>`` -> file reader -> decode -> random
-  resized crop + flip -> CHW float -> ``none`` / ``mixup`` / ``kmixup`` / ``zeta`` mixing;
-* :mod:`pipelines.arrays`: in-memory NumPy arrays through ``external_source``;
-* :mod:`pipelines.models`: a small CNN and ResNet-18 in plain ``torch.nn``;
-* :mod:`pipelines.train`: the training loop (``DALIGenericIterator``, soft-target CE, torchrun);
-* :mod:`pipelines.demo`: the main job (digits: ERM vs mixup vs k-mixup vs zeta-mixup);
-* :mod:`pipelines.preview`: a picture grid of one mixed batch.
+The repository keeps them in ``pipelines/``; they are installed as ``dali_mixup.pipelines``.
+
+* :mod:`dali_mixup.pipelines.imagefolder`: ``root/<class>/<image>`` -> file reader -> decode ->
+  random resized crop + flip -> CHW float -> one of the mixings in :data:`MIXINGS`:
+  ``none``, ``mixup``, ``kmixup``, ``zeta``, ``cutmix``, ``mixup_cutmix``;
+* :mod:`dali_mixup.pipelines.arrays`: in-memory NumPy arrays through ``external_source``;
+* :mod:`dali_mixup.pipelines.models`: a small CNN and ResNet-18 in plain ``torch.nn``;
+* :mod:`dali_mixup.pipelines.train`: the training loop (``DALIGenericIterator``, soft-target
+  CE, torchrun);
+* :mod:`dali_mixup.pipelines.evaluate`: calibration, noise and FGSM robustness of a trained model;
+* :mod:`dali_mixup.pipelines.demo`: the main job (digits: ERM vs mixup vs k-mixup vs zeta-mixup);
+* :mod:`dali_mixup.pipelines.preview`: a picture grid of one mixed batch.
 
 Submodules import DALI and torch lazily; import the one you need.
 """

@@ -2,7 +2,7 @@
 
 ::
 
-    from pipelines.arrays import arrays_pipeline
+    from dali_mixup.pipelines.arrays import arrays_pipeline
     pipe, names = arrays_pipeline(x_train, y_train, batch_size=128, mixing="kmixup", k=16,
                                   shard_id=rank, num_shards=world)
     it = DALIGenericIterator(pipe, names)     # ends the epoch itself (StopIteration)
@@ -13,10 +13,10 @@ permutation on every rank) and cut into ``num_shards`` contiguous shards, like t
 reader's ``shuffle_after_epoch``: the shards are disjoint within an epoch and reshuffled
 across epochs. Every shard has ``ceil(N / W)`` samples (the shorter ones are padded with the
 first samples of the permutation, so all ranks run the same number of steps); validation
-shards are exact (``pipelines.common.shard_bounds``, every sample once). The last batch
+shards are exact (``dali_mixup.pipelines.common.shard_bounds``, every sample once). The last batch
 of an epoch is partial (``drop_last=False``) or dropped (``drop_last=True``, the default for
 training). The images are normalised to CHW float32 with ``mean`` / ``std`` on the 0..255 scale
-(uint8) or taken as they are (float), then mixed as in :mod:`pipelines.imagefolder`.
+(uint8) or taken as they are (float), then mixed as in :mod:`dali_mixup.pipelines.imagefolder`.
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def arrays_pipeline(images, labels, *, batch_size: int, training: bool = True,
                     mean=None, std=None, num_threads: int = 2, local_rank: int = 0):
     """Build the pipeline over in-memory arrays. Returns ``(pipeline, output_names)``.
 
-    Arguments as for :func:`pipelines.imagefolder.imagefolder_pipeline`, plus ``drop_last``
+    Arguments as for :func:`dali_mixup.pipelines.imagefolder.imagefolder_pipeline`, plus ``drop_last``
     (default: ``True`` for training, ``False`` for validation) and ``num_classes`` (default
     ``labels.max() + 1``). Validation (``training=False``) does not shuffle or mix and outputs
     int32 class ids. Iterate with ``DALIGenericIterator(pipe, names)`` (no ``reader_name``):

@@ -1,6 +1,6 @@
 """Shared pieces of the ready-made pipelines: device choice, the mixing step, sharding maths.
 
-Everything DALI is imported lazily so ``import pipelines`` stays cheap.
+Everything DALI is imported lazily so ``import dali_mixup.pipelines`` stays cheap.
 """
 from __future__ import annotations
 

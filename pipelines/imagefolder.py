@@ -2,10 +2,11 @@
 
 Training::
 
-    from pipelines.imagefolder import scan_imagefolder, imagefolder_pipeline
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+    from dali_mixup.pipelines.imagefolder import scan_imagefolder, imagefolder_pipeline
     folder = scan_imagefolder("data/train")
-    pipe = imagefolder_pipeline(folder, batch_size=128, size=224, mixing="kmixup", k=16)
-    it = DALIGenericIterator(pipe, ["images", "labels"], reader_name="Reader",
+    pipe, names = imagefolder_pipeline(folder, batch_size=128, size=224, mixing="kmixup", k=16)
+    it = DALIGenericIterator(pipe, names, reader_name="Reader",
                              last_batch_policy=LastBatchPolicy.DROP)
 
 The graph: ``fn.readers.file`` (class subfolders become labels, sorted by name as torchvision
@@ -144,7 +145,7 @@ def imagefolder_pipeline(source, *, batch_size: int, size: int = 224, training: 
         size: output height and width.
         training: random resized crop + flip + mixing + shuffling; ``False`` gives the
             validation variant (resize, centre crop, no mixing, int32 labels, no shuffling).
-        mixing, alpha, k, gamma, T, cost, label_smoothing: see :class:`~pipelines.common.MixConfig`.
+        mixing, alpha, k, gamma, T, cost, label_smoothing: see :class:`~dali_mixup.pipelines.common.MixConfig`.
         device: ``"cpu"`` or ``"gpu"`` (decode ``mixed``, augment and mix on the GPU).
         shard_id, num_shards: this rank's shard (``RANK`` / ``WORLD_SIZE`` under torchrun).
         reader_seed: seed of the reader's shuffle; must be the same on every rank so that the
@@ -159,7 +160,7 @@ def imagefolder_pipeline(source, *, batch_size: int, size: int = 224, training: 
         return_info: training only: also output ``originals`` (the unmixed images),
             ``index`` (k-mixup/mixup: the partner, int32 scalar; zeta: int32 ``[T]``, entry 0
             the sample itself; none: the class id) and ``weight`` (lam, float32 scalar; zeta:
-            the weights ``[T]``), for :mod:`pipelines.preview`.
+            the weights ``[T]``), for :mod:`dali_mixup.pipelines.preview`.
 
     Returns:
         ``(pipeline, output_names)``. Training outputs ``images`` (float32 ``[C, H, W]``) and

@@ -10,11 +10,11 @@ from PIL import Image
 
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-from pipelines import common
-from pipelines.arrays import arrays_pipeline, digits_split
-from pipelines.imagefolder import (imagefolder_pipeline, load_imagefolders, scan_imagefolder,
+from dali_mixup.pipelines import common
+from dali_mixup.pipelines.arrays import arrays_pipeline, digits_split
+from dali_mixup.pipelines.imagefolder import (imagefolder_pipeline, load_imagefolders, scan_imagefolder,
                                    split_imagefolder)
-from pipelines.models import SmallCNN, build_model, resnet18
+from dali_mixup.pipelines.models import SmallCNN, build_model, resnet18
 
 N_PER_CLASS = 7
 NUM_CLASSES = 3
