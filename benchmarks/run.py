@@ -308,7 +308,7 @@ ZETA_SMALL_T = (4, 8)
 
 def suite_zeta(be: Backend, timer: Timer, floor: dict, ds, bs) -> list:
     import dali_mixup as dm
-    from dali_mixup.zeta import choose_method
+    from dali_mixup.plan import choose_zeta_method as choose_method
 
     xp = be.xp
     rows = []
@@ -347,9 +347,12 @@ def suite_zeta(be: Backend, timer: Timer, floor: dict, ds, bs) -> list:
 def suite_breakdown(be: Backend, timer: Timer, floor: dict, ds, solver_ks, b: int) -> dict:
     from scipy.optimize import linear_sum_assignment
 
-    from dali_mixup import kmixup as km
+    from dali_mixup.apply import blend
     from dali_mixup.assign import solve_blocks
+    from dali_mixup.config import PairConfig
     from dali_mixup.cost import block_costs
+    from dali_mixup.draws import draw_pairs
+    from dali_mixup.plan import pair_plan, plan_blocks
 
     rng = np.random.default_rng(7)
     solver = []
@@ -375,21 +378,19 @@ def suite_breakdown(be: Backend, timer: Timer, floor: dict, ds, solver_ks, b: in
     for d in ds:
         x, y = make_batch(be, b, d, seed=3 * d)
         x2d = be.xp.reshape(x, (b, -1))
-        draws = km.draw(np.random.default_rng(1), b, 1.0)
+        draws = draw_pairs(np.random.default_rng(1), b, 1.0)
         for k in (16, 64):
-            plan = km.plan_blocks(draws.u, b, k, "disjoint")
+            cfg = PairConfig.k_mixup(k=k, num_classes=10)
+            plan = plan_blocks(draws.u, b, k, "disjoint")
             costs_h = np.asarray(be.to_host(block_costs(x2d, plan.left, plan.right, metric="sqeuclidean",
                                                         xp=be.xp)))
-            cols = solve_blocks(costs_h, plan.sizes)
-            partner = km.assemble(plan, cols, b)
-            lam = km.lambdas(plan, draws.lam, "batch", partner)
-            p_dev, lam_dev = be.asarray(partner), be.asarray(lam.astype(np.float32))
+            pp = pair_plan(cfg, draws, plan, costs_h, b)
+            p_dev, lam_dev = be.asarray(pp.partner), be.asarray(pp.lam.astype(np.float32))
             fns = {
-                "plan": lambda: km.plan_blocks(draws.u, b, k, "disjoint"),
+                "blocks": lambda: plan_blocks(draws.u, b, k, "disjoint"),
                 "distance": lambda: block_costs(x2d, plan.left, plan.right, metric="sqeuclidean", xp=be.xp),
-                "solve": lambda: solve_blocks(costs_h, plan.sizes),
-                "assemble+lambdas": lambda: km.lambdas(plan, draws.lam, "batch", km.assemble(plan, cols, b)),
-                "blend": lambda: km.blend(x, p_dev, lam_dev, be.xp),
+                "solve+plan": lambda: pair_plan(cfg, draws, plan, costs_h, b),
+                "blend": lambda: blend(x, p_dev, lam_dev, be.xp),
             }
             t = timer(fns, budget=2.0)
             flops = 2.0 * plan.left.size * plan.k * d
@@ -417,7 +418,8 @@ def make_image_files(root: Path, n: int, size: int = 32, classes: int = 10) -> P
     return root
 
 
-PIPELINE_VARIANTS = ("no mixing", "DALI-native mixup", "fn.mixup", "fn.k_mixup(k=16)", "fn.zeta_mixup")
+PIPELINE_VARIANTS = ("no mixing", "DALI-native mixup", "fn.mixup", "fn.mixup(layout='CHW')",
+                     "fn.k_mixup(k=16)", "fn.k_mixup(k=16, layout='CHW')", "fn.zeta_mixup")
 
 
 def _build_pipeline(root: str, variant: str, device: str, b: int, threads: int):
@@ -428,7 +430,7 @@ def _build_pipeline(root: str, variant: str, device: str, b: int, threads: int):
     gpu = device == "gpu"
 
     @pipeline_def(batch_size=b, num_threads=threads, device_id=0 if gpu else None, seed=1234,
-                  exec_async=False, exec_pipelined=False, prefetch_queue_depth=1)
+                  prefetch_queue_depth=1)  # default executor: GPU -> CPU edges need it
     def pipe():
         jpegs, labels = fn.readers.file(file_root=root, random_shuffle=True, seed=42, name="Reader")
         images = fn.decoders.image(jpegs, device="mixed" if gpu else "cpu", output_type=types.RGB)
@@ -446,10 +448,12 @@ def _build_pipeline(root: str, variant: str, device: str, b: int, threads: int):
             mixed = lam_img * images + (1.0 - lam_img) * fn.permute_batch(images, indices=perm)
             soft = lam * onehot + (1.0 - lam) * fn.permute_batch(onehot, indices=perm)
             return mixed, soft
-        if variant == "fn.mixup":
-            return mfn.mixup(images, labels, num_classes=10)
-        if variant == "fn.k_mixup(k=16)":
-            return mfn.k_mixup(images, labels, k=16, num_classes=10)
+        # layout='CHW': the output carries the layout (no take-over copy of the batch)
+        layout = "CHW" if "layout=" in variant else None
+        if variant.startswith("fn.mixup"):
+            return mfn.mixup(images, labels, num_classes=10, layout=layout)
+        if variant.startswith("fn.k_mixup(k=16"):
+            return mfn.k_mixup(images, labels, k=16, num_classes=10, layout=layout)
         if variant == "fn.zeta_mixup":
             return mfn.zeta_mixup(images, labels, num_classes=10)
         raise ValueError(variant)
@@ -607,12 +611,12 @@ def to_markdown(res: dict) -> str:
             lines.append(f"| {r['k']} | " + " | ".join(f"{r['per_block_s'][n] * 1e6:.3g}" for n in names)
                          + f" | {r['per_batch_s']['scipy'] * 1e6:.3g} |")
         lines += ["", "k-mixup stages at B=256 (ms):", "",
-                  "| k | D | plan | distance | solve | assemble+lambdas | blend | distance GFLOP/s | "
-                  "distance x floor |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| k | D | blocks | distance | solve+plan | blend | distance GFLOP/s | "
+                  "distance x floor |", "|---|---|---|---|---|---|---|---|"]
         for s, dd in zip(bd["stages"], bd["distance"]):
             t = s["times_s"]
-            lines.append(f"| {s['k']} | {s['D']} | {_ms(t['plan'])} | {_ms(t['distance'])} | {_ms(t['solve'])} | "
-                         f"{_ms(t['assemble+lambdas'])} | {_ms(t['blend'])} | {dd['GFLOPs']:.3g} | "
+            lines.append(f"| {s['k']} | {s['D']} | {_ms(t['blocks'])} | {_ms(t['distance'])} | "
+                         f"{_ms(t['solve+plan'])} | {_ms(t['blend'])} | {dd['GFLOPs']:.3g} | "
                          f"{_x(dd['x_floor'])} |")
     else:
         lines.append(str(bd))
@@ -666,15 +670,16 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {"meta": meta}
     try:
         be = Backend(args.device)
-    except Exception as e:  # no GPU here: write the structure with every figure marked
+    except Exception as e:  # no usable GPU (or a broken CuPy): an error, not a result
         meta["device_name"] = "none"
         res["status"] = f"{NOT_MEASURED_GPU}: {type(e).__name__}: {e}"
         for s in ("floor", "kmixup", "zeta", "pipeline", "breakdown"):
             res[s] = NOT_MEASURED_GPU
         res["targets"] = evaluate_targets({})
         _write(out, res)
-        _log(res["status"])
-        return 0
+        print(f"dali-mixup bench: --device {args.device} cannot run here: {type(e).__name__}: {e}",
+              file=sys.stderr)
+        return 1
     meta["device_name"] = be.name
     warm_allocator()
     timer = Timer(be, args.quick)

@@ -32,7 +32,7 @@ def test_quick_run_writes_json_and_markdown(tmp_path):
         assert heading in md
 
 
-def test_gpu_without_gpu_is_marked_not_measured(tmp_path, monkeypatch):
+def test_gpu_without_gpu_fails_and_marks_figures_not_measured(tmp_path, monkeypatch):
     real = run.Backend
 
     def no_gpu(device):  # as on a machine without a GPU, even where one exists
@@ -41,7 +41,7 @@ def test_gpu_without_gpu_is_marked_not_measured(tmp_path, monkeypatch):
         return real(device)
 
     monkeypatch.setattr(run, "Backend", no_gpu)
-    assert run.main(["--device", "gpu", "--out", str(tmp_path)]) == 0
+    assert run.main(["--device", "gpu", "--out", str(tmp_path)]) == 1  # an error, not a result
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["kmixup"] == run.NOT_MEASURED_GPU
     assert all(t["met"] is None for t in res["targets"])
@@ -50,3 +50,29 @@ def test_gpu_without_gpu_is_marked_not_measured(tmp_path, monkeypatch):
 
 def test_unknown_suite_is_rejected(tmp_path):
     assert run.main(["--suites", "nope", "--out", str(tmp_path)]) == 2
+
+
+def test_gpu_check_without_a_gpu_exits_non_zero_and_says_why(tmp_path, monkeypatch):
+    import sys
+
+    from benchmarks import gpu_check
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
+    assert gpu_check.main(["--out", str(tmp_path)]) == 1
+    res = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert "CuPy is not installed" in res["error"] and "dali-mixup[gpu]" in res["error"]
+    assert "No GPU check ran" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_gpu_check_treats_a_broken_cupy_as_an_error(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from benchmarks import gpu_check
+
+    broken = types.ModuleType("cupy")
+    broken.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(
+        getDeviceCount=lambda: (_ for _ in ()).throw(RuntimeError("cudaErrorInsufficientDriver"))))
+    monkeypatch.setitem(sys.modules, "cupy", broken)
+    assert gpu_check.main(["--out", str(tmp_path)]) == 1
+    assert "cudaErrorInsufficientDriver" in json.loads((tmp_path / "gpu_check.json").read_text())["error"]
