@@ -35,7 +35,14 @@ def soft_labels(labels, batch_size: int, *, num_classes: int | None, label_smoot
         op: operator name used in error messages.
         device: the images' device (labels are moved there).
     """
-    labels = xp.asarray(labels) if device is None else xp.asarray(labels, device=device)
+    if labels is None or isinstance(labels, (str, bytes)):
+        raise fail(op, "labels", "class ids [B] or float label vectors [B, C] (an array)",
+                   type(labels).__name__)
+    try:
+        labels = xp.asarray(labels) if device is None else xp.asarray(labels, device=device)
+    except (TypeError, ValueError, RuntimeError) as e:  # torch and others raise their own
+        raise fail(op, "labels", "class ids [B] or float label vectors [B, C] (an array)",
+                   f"{type(labels).__name__} ({e})") from None
     if labels.ndim == 0 or labels.shape[0] != batch_size:
         got = "a scalar" if labels.ndim == 0 else f"a batch of {labels.shape[0]}"
         raise fail(op, "labels", f"a batch of {batch_size} labels, as many as 'images'", got)

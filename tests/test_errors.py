@@ -15,7 +15,8 @@ import dali_mixup as dm
 
 from conftest import run_dali
 
-OPS = {"k_mixup": dm.k_mixup, "mixup": dm.mixup, "zeta_mixup": dm.zeta_mixup}
+OPS = {"k_mixup": dm.k_mixup, "mixup": dm.mixup, "zeta_mixup": dm.zeta_mixup, "cutmix": dm.cutmix,
+       "mix": dm.mix}
 
 # (operator, kwargs, regex of the message)
 ARG_CASES = [
@@ -37,7 +38,21 @@ ARG_CASES = [
     ("zeta_mixup", dict(gamma="big"), r"argument 'gamma' expected a number > 0 or a \(low, high\) pair"),
     ("zeta_mixup", dict(T=0), r"zeta_mixup: argument 'T' expected an integer >= 1 or None, got 0"),
     ("zeta_mixup", dict(method="fft"), r"zeta_mixup: argument 'method' expected one of None, 'gather', 'matmul'"),
+    # each operator names its caller's own argument
+    ("cutmix", dict(alpha=0), r"cutmix: argument 'alpha' expected a finite number > 0, got 0"),
+    ("cutmix", dict(alpha=-1.0), r"cutmix: argument 'alpha' expected a finite number > 0, got -1.0"),
+    ("mix", dict(mixup_alpha=0, cutmix_alpha=0), r"mix: argument 'mixup_alpha' expected mixup_alpha > 0 or cutmix_alpha > 0"),
+    ("mix", dict(cutmix_alpha=-2), r"mix: argument 'cutmix_alpha' expected a finite number > 0, got -2"),
 ]
+
+
+@pytest.mark.parametrize("bad", ["abc", None, object(), [["a"]]])
+@pytest.mark.parametrize("op", ["k_mixup", "mixup", "zeta_mixup", "cutmix"])
+def test_wrong_label_types_name_labels_with_torch_batches(op, bad):
+    torch = pytest.importorskip("torch")
+    x = torch.zeros((4, 3, 2, 2))
+    with pytest.raises(ValueError, match=f"{op}: argument 'labels' expected class ids"):
+        OPS[op](x, bad, num_classes=2)
 
 
 @pytest.mark.parametrize("op,kw,msg", ARG_CASES)
@@ -210,8 +225,9 @@ def test_nan_pixels_in_a_pipeline():
 
 
 def test_empty_batch_array_layer():
-    for op in OPS.values():
-        res = op(np.zeros((0, 3, 3), np.uint8), np.zeros(0, np.int64), num_classes=4)
+    for name, op in OPS.items():
+        kw = {"layout": "HW"} if name in ("cutmix", "mix") else {}
+        res = op(np.zeros((0, 3, 3), np.uint8), np.zeros(0, np.int64), num_classes=4, **kw)
         assert res.images.shape == (0, 3, 3) and res.labels.shape == (0, 4)
 
 
