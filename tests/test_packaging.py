@@ -1,0 +1,153 @@
+"""The wheel: what it ships, and that the package works from it in a fresh environment.
+
+The wheel is built from a copy of the source tree (``pip wheel --no-deps``) and installed with
+``--no-deps`` into new virtual environments. The dependencies are not downloaded again: a
+``.pth`` file, written after the install, puts packages of the test environment behind the new
+environment's own site-packages, so the wheel's ``dali_mixup`` is the one imported:
+
+* ``env``: all of this environment's packages (DALI, torch, ...: the ``[train]`` install);
+* ``core_env``: only the core dependencies (NumPy, SciPy, array-api-compat, threadpoolctl:
+  a plain ``pip install dali-mixup``), linked into a folder of their own.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SKIP = (".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+        ".hypothesis", ".ruff_cache", "runs", ".cache")
+
+
+def _run(cmd, **kw):
+    kw.setdefault("timeout", 600)
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*SKIP))
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp / "dist", src]
+    if importlib.util.find_spec("setuptools") is not None:
+        cmd.insert(4, "--no-build-isolation")  # build with the setuptools installed here
+    r = _run(cmd)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (whl,) = (tmp / "dist").glob("dali_mixup-*.whl")
+    return whl
+
+
+CORE = ("numpy", "scipy", "array-api-compat", "threadpoolctl")
+
+
+def _install(wheel: Path, home: Path, deps: list[str]) -> Path:
+    """A fresh venv under ``home`` with the wheel installed (no dependencies), ``deps`` behind it."""
+    venv.EnvBuilder(with_pip=True).create(home / "venv")
+    py = home / "venv" / "bin" / "python"
+    r = _run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel])
+    assert r.returncode == 0, r.stdout + r.stderr
+    # only now (pip must not see this environment's editable dali-mixup as installed there)
+    site = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    (site / "zz_test_deps.pth").write_text("\n".join(deps) + "\n")
+    return home
+
+
+@pytest.fixture(scope="module")
+def env(wheel, tmp_path_factory) -> Path:
+    here = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    return _install(wheel, tmp_path_factory.mktemp("env"), here)
+
+
+@pytest.fixture(scope="module")
+def core_env(wheel, tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("core_env")
+    core = home / "core"
+    core.mkdir()
+    for name in CORE:
+        dist = importlib.metadata.distribution(name)
+        for top in {Path(str(f)).parts[0] for f in dist.files or ()}:
+            src = Path(dist.locate_file(top))
+            if src.exists() and not top.endswith((".dist-info", ".pth")) and top not in ("..", "bin"):
+                (core / top).symlink_to(src)
+    return _install(wheel, home, [str(core)])
+
+
+def _env_vars(home: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(XDG_CACHE_HOME=str(home / "cache"), OMP_NUM_THREADS="1")
+    return env
+
+
+def test_wheel_ships_the_package_and_its_pipelines_and_nothing_top_level(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"dali_mixup", next(t for t in tops if t.endswith(".dist-info"))}, tops
+    for f in sorted((ROOT / "dali_mixup").rglob("*.py")):
+        assert f.relative_to(ROOT).as_posix() in names, f
+    pipelines = sorted((ROOT / "pipelines").glob("*.py"))
+    assert pipelines
+    for f in pipelines:
+        assert f"dali_mixup/pipelines/{f.name}" in names, f
+    assert "dali_mixup/py.typed" in names
+    assert not any(n.startswith(("pipelines/", "benchmarks/", "tests/")) for n in names)
+    assert any(n.endswith("LICENSE") and ".dist-info/" in n for n in names)
+    meta = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "dali-mixup = dali_mixup.cli:main" in zipfile.ZipFile(wheel).read(meta).decode()
+
+
+def test_installed_wheel_imports_and_runs_the_command(env, tmp_path):
+    py, exe = env / "venv" / "bin" / "python", env / "venv" / "bin" / "dali-mixup"
+    code = ("import dali_mixup, dali_mixup.pipelines.demo, dali_mixup.pipelines.train, importlib.util;"
+            "print(dali_mixup.__file__);"
+            "print(importlib.util.find_spec('pipelines'), importlib.util.find_spec('benchmarks'))")
+    r = _run([py, "-c", code], cwd=tmp_path, env=_env_vars(env))
+    assert r.returncode == 0, r.stderr
+    where, specs = r.stdout.splitlines()
+    assert Path(where).is_relative_to(env / "venv"), where
+    assert specs == "None None"  # no top-level pipelines or benchmarks package
+    r = _run([exe, "--help"], cwd=tmp_path, env=_env_vars(env))
+    assert r.returncode == 0, r.stderr
+    assert "demo" in r.stdout and "bench" in r.stdout
+    # the benchmarks are a source-checkout tool: the installed command says so
+    r = _run([exe, "bench", "--quick"], cwd=tmp_path, env=_env_vars(env))
+    assert r.returncode == 2 and "not of the installed package" in r.stderr, r.stderr
+
+
+def test_core_install_runs_the_array_layer_and_names_the_missing_extra(core_env, tmp_path):
+    py, exe = core_env / "venv" / "bin" / "python", core_env / "venv" / "bin" / "dali-mixup"
+    code = ("import numpy as np, dali_mixup as dm, importlib.util;"
+            "r = dm.k_mixup(np.zeros((8, 3, 4, 4), np.float32), np.arange(8) % 2, k=2, num_classes=2);"
+            "print(r.labels.shape, [importlib.util.find_spec(m) for m in ('nvidia', 'torch', 'tqdm')])")
+    r = _run([py, "-c", code], cwd=tmp_path, env=_env_vars(core_env))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "(8, 2) [None, None, None]"
+    # the demo without the [train] extra says what to install instead of a traceback
+    r = _run([exe, "demo", "--quick", "--out", tmp_path / "out"], cwd=tmp_path, env=_env_vars(core_env))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "pip install 'dali-mixup[train]'" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = _run([exe, "train", "--arrays", "digits"], cwd=tmp_path, env=_env_vars(core_env))
+    assert r.returncode == 1 and "dali-mixup[train]" in r.stderr, r.stdout + r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.dali
+def test_installed_wheel_runs_the_demo(env, tmp_path):
+    pytest.importorskip("nvidia.dali")
+    pytest.importorskip("torch")
+    out = tmp_path / "out"
+    r = _run([env / "venv" / "bin" / "dali-mixup", "demo", "--quick", "--methods", "ERM", "k-mixup",
+              "--fractions", "1", "--out", out], cwd=tmp_path, env=_env_vars(env))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (out / "summary.json").is_file()
+    assert "k-mixup" in r.stdout
