@@ -79,9 +79,18 @@ _pool: dict = {}
 def _forget_pool_after_fork() -> None:
     """A forked child (a DataLoader or DALI worker) has none of the parent's pool threads:
     it must start its own pool instead of queueing work nobody will run."""
-    global _pool_lock
+    global _pool_lock, _blas_lock
     _pool_lock = threading.Lock()
     _pool.clear()
+    # threadpoolctl remembers which thread last set OpenBLAS's threads; when that was one of
+    # DALI's (non-Python) threads, asking the child whether it is alive fails an assertion
+    # (Python 3.11's _DummyThread after fork), so the child starts with no controlling thread
+    _blas_lock = threading.Lock()
+    _blas_state.update(depth=0, saved=[])
+    for c in _blas_state["ctl"] or []:
+        shared = getattr(type(c), "_SHARED_STATE", None)
+        if shared is not None:
+            shared.controlling_thread = None
 
 
 if hasattr(os, "register_at_fork"):

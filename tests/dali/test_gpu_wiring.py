@@ -173,7 +173,7 @@ def test_the_legacy_executor_refuses_the_gpu_graph(stub_cupy):
 
 @pytest.mark.parametrize("mixing", ["mixup", "kmixup", "cutmix", "mixup_cutmix", "zeta"])
 def test_ready_made_gpu_pipelines_build(mixing, stub_cupy, monkeypatch):
-    import pipelines.arrays as arrays
+    import dali_mixup.pipelines.arrays as arrays
 
     monkeypatch.setattr(arrays, "resolve_device", lambda device, local_rank=0: 0)
     x = np.zeros((16, 8, 8, 3), np.uint8)
