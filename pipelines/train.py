@@ -12,8 +12,15 @@ Data parallel (one process per rank, each reading a disjoint shard; gloo on CPU,
 ``DIR`` is ``DIR/train`` + ``DIR/val`` (both ``<class>/<image>``) or one ``<class>/<image>``
 folder split into train/validation (``--val-fraction``). Every epoch ends with a validation
 pass on the unmixed validation pipeline (the ranks' shards together cover every validation
-image exactly once). Rank 0 writes ``OUT/NAME.json`` (config, per-epoch history, final and
-best accuracy, throughput) and ``OUT/NAME.png`` (learning curves).
+image exactly once; ``--val-every N``: every N epochs and after the last). Rank 0 writes
+``OUT/NAME.json`` (config, history, final and best accuracy, throughput) and ``OUT/NAME.png``
+(learning curves).
+
+``--train-fraction F`` trains on a stratified random subset of the training images (the
+scarce-data setting; the subset is drawn with ``--subset-seed``, default ``--seed``).
+``--eval-robustness`` ends the run with :mod:`pipelines.evaluate` on the validation set: NLL,
+ECE (``--ece-bins``), accuracy under additive Gaussian noise (``--noise-sigmas``) and under
+white-box FGSM (``--fgsm-eps``), both on the 0..255 pixel scale, stored under ``robustness``.
 
 Last batch: training uses ``LastBatchPolicy.DROP`` with ``pad_last_batch=True`` readers (every
 rank runs the same ``floor(floor(N / W) / B)`` steps, so data-parallel ranks never wait for
@@ -30,6 +37,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from .common import MIXINGS, MixConfig, resolve_device, steps_per_epoch
+from .evaluate import FGSM_EPS, NOISE_SIGMAS
 
 
 @dataclass
@@ -66,6 +74,14 @@ class TrainConfig:
     progress: bool = True
     plot: bool = True
     extra: dict = field(default_factory=dict)  # free-form notes copied into the results
+    train_fraction: float = 1.0      # stratified subset of the training images (scarce data)
+    subset_seed: int | None = None   # seed of that subset (default: seed)
+    val_every: int = 1               # validate every N epochs (and after the last)
+    eval_robustness: bool = False    # NLL, ECE, noise and FGSM accuracy after training
+    noise_sigmas: tuple = NOISE_SIGMAS  # Gaussian noise std, 0..255 pixel scale
+    fgsm_eps: tuple = FGSM_EPS          # FGSM step, 0..255 pixel scale
+    noise_draws: int = 3             # noisy copies of each validation image per sigma
+    ece_bins: int = 15
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -91,6 +107,24 @@ def _init_distributed(device: str):
 # ----------------------------------------------------------------------------- data
 
 
+def stratified_subset(labels, fraction: float, seed: int = 0):
+    """Sorted indices of a stratified random subset: ``max(1, round(n_c * fraction))`` of
+    the ``n_c`` samples of every class ``c`` (all of them for ``fraction = 1``)."""
+    import numpy as np
+
+    labels = np.asarray(labels).reshape(-1)
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1.0:
+        return np.arange(labels.size)
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        keep.append(rng.permutation(idx)[:max(1, int(round(idx.size * fraction)))])
+    return np.sort(np.concatenate(keep))
+
+
 def _load_arrays(cfg: TrainConfig):
     import numpy as np
 
@@ -109,8 +143,12 @@ class Loaders:
     """Training and validation iterators of this rank, plus what the model needs to know."""
 
     def __init__(self, cfg: TrainConfig, rank: int, world: int, local_rank: int):
+        import numpy as np
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
+        from .evaluate import pixel_scale
+
+        subset_seed = cfg.seed if cfg.subset_seed is None else cfg.subset_seed
         mix = dict(mixing=cfg.mixing, alpha=cfg.alpha, k=cfg.k, gamma=cfg.gamma, T=cfg.T,
                    cost=cfg.cost, label_smoothing=cfg.label_smoothing)
         common = dict(batch_size=cfg.batch_size, device=cfg.device, shard_id=rank,
@@ -121,7 +159,13 @@ class Loaders:
         if cfg.data is not None:
             from .imagefolder import imagefolder_pipeline, load_imagefolders
 
+            from .imagefolder import MEAN_RGB, STD_RGB, ImageFolder
+
             train, val = load_imagefolders(cfg.data, cfg.val_fraction, cfg.split_seed)
+            if cfg.train_fraction < 1.0:
+                ids = stratified_subset(train.labels, cfg.train_fraction, subset_seed)
+                train = ImageFolder(train.root, tuple(train.files[i] for i in ids),
+                                    tuple(train.labels[i] for i in ids), train.classes)
             img = dict(size=cfg.size, gray=cfg.gray)
             tp, tnames = imagefolder_pipeline(train, training=True, crop_scale=cfg.crop_scale,
                                               flip=cfg.flip, **img, **mix, **common)
@@ -134,10 +178,22 @@ class Loaders:
             self.n_train, self.n_val = len(train), len(val)
             self.in_channels, self.image_size = (1 if cfg.gray else 3), cfg.size
             self.steps = steps_per_epoch(len(train), cfg.batch_size, world, "drop")
+            # the pipeline's normalisation (its defaults), for the robustness evaluation
+            self.pixel = pixel_scale((127.5,) if cfg.gray else MEAN_RGB,
+                                     (127.5,) if cfg.gray else STD_RGB)
         else:
             from .arrays import arrays_pipeline
 
             xt, yt, xv, yv = _load_arrays(cfg)
+            if cfg.train_fraction < 1.0:
+                ids = stratified_subset(yt, cfg.train_fraction, subset_seed)
+                xt, yt = xt[ids], yt[ids]
+            ch = xt.shape[-1] if xt.ndim == 4 else 1
+            if xt.dtype == np.uint8:  # normalised with 127.5 / 127.5 by the pipeline
+                self.pixel = pixel_scale((127.5,) * ch, (127.5,) * ch)
+            else:  # taken as they are: the data's own range is the pixel range
+                self.pixel = pixel_scale((0.0,) * ch, (1.0,) * ch,
+                                         pixel_range=(float(xt.min()), float(xt.max())))
             nc = int(max(yt.max(), yv.max())) + 1
             tp, tnames = arrays_pipeline(xt, yt, training=True, num_classes=nc, **mix, **common)
             vp, vnames = arrays_pipeline(xv, yv, training=False, num_classes=nc, **common)
@@ -238,11 +294,13 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
         from tqdm import tqdm
         bar = tqdm(total=total, desc=name, unit="step", dynamic_ncols=True, leave=False,
                    file=sys.stderr)
+    if cfg.val_every < 1:
+        raise ValueError(f"val_every must be >= 1, got {cfg.val_every}")
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    seen, t_train, t0 = 0, 0.0, time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         net.train()
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        seen = 0
+        t_ep = time.perf_counter()
         for i, batch in enumerate(loaders.train_it):
             if i >= steps:  # a larger shard's extra full batch: drained, not trained on
                 continue
@@ -256,12 +314,14 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
             loss_sum += loss.detach().double() * x.shape[0]
             seen += x.shape[0]
             if bar is not None:
-                rate = seen * world / max(time.perf_counter() - t0, 1e-9)
+                rate = seen * world / max(t_train + time.perf_counter() - t_ep, 1e-9)
                 bar.set_postfix(epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss.item():.3f}",
                                 img_s=f"{rate:.0f}")
                 bar.update(1)
         loaders.train_it.reset()
-        t_train = time.perf_counter() - t0
+        t_train += time.perf_counter() - t_ep
+        if epoch % cfg.val_every and epoch != cfg.epochs:
+            continue  # the next record covers this epoch's training too
         stats = torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64,
                                                     device=device)])
         if world > 1:
@@ -269,18 +329,23 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
             dist.all_reduce(stats)
         train_loss = (stats[0] / stats[1].clamp(min=1)).item()
         val_loss, val_acc, n_val = evaluate(model, loaders.val_it, device, world)
-        rec = dict(epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_acc=val_acc,
-                   train_samples=int(stats[1].item()), val_samples=n_val,
+        rec = dict(epoch=epoch, step=epoch * steps, train_loss=train_loss, val_loss=val_loss,
+                   val_acc=val_acc, train_samples=int(stats[1].item()), val_samples=n_val,
                    train_time_s=t_train, epoch_time_s=time.perf_counter() - t0,
                    train_samples_per_s=stats[1].item() / max(t_train, 1e-9),
                    lr=opt.param_groups[0]["lr"])
         history.append(rec)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        seen, t_train, t0 = 0, 0.0, time.perf_counter()
         if bar is not None:
             bar.write(f"[{name}] epoch {epoch}/{cfg.epochs}  train loss {train_loss:.4f}  "
                       f"val loss {val_loss:.4f}  val acc {val_acc:.4f}  "
                       f"{rec['train_samples_per_s']:.0f} img/s")
     if bar is not None:
         bar.close()
+    robustness = None
+    if cfg.eval_robustness:
+        robustness = _eval_robustness(model, loaders, cfg, device, rank, world)
     results = dict(
         name=name, config=_jsonable(asdict(cfg)), world_size=world, device=cfg.device,
         classes=loaders.classes, num_train=loaders.n_train, num_val=loaders.n_val,
@@ -291,6 +356,8 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
         mean_train_samples_per_s=sum(h["train_samples"] for h in history)
         / max(sum(h["train_time_s"] for h in history), 1e-9),
         torch_threads=torch.get_num_threads(), **cfg.extra)
+    if robustness is not None:
+        results["robustness"] = robustness
     if rank == 0 and cfg.out:
         os.makedirs(cfg.out, exist_ok=True)
         path = os.path.join(cfg.out, f"{name}.json")
@@ -302,6 +369,34 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
                                                 os.path.join(cfg.out, f"{name}.png"))
     del loaders
     return results
+
+
+def _eval_robustness(model, loaders, cfg: TrainConfig, device, rank: int, world: int) -> dict:
+    """:func:`pipelines.evaluate.evaluate_robustness` over this rank's validation shard, summed
+    over all ranks, finalised."""
+    import torch
+
+    from .evaluate import all_reduce_sums, evaluate_robustness, finalize
+
+    scale, lo, hi = loaders.pixel
+    batches = ((b[0]["images"], b[0]["labels"]) for b in loaders.val_it)
+    sums = evaluate_robustness(model, batches, sigmas=tuple(cfg.noise_sigmas),
+                               epsilons=tuple(cfg.fgsm_eps), scale=scale, lo=lo, hi=hi,
+                               n_bins=cfg.ece_bins, noise_draws=cfg.noise_draws,
+                               seed=1_000_003 * cfg.seed + 7919 * rank + 17, device=device)
+    loaders.val_it.reset()
+    reduce = None
+    if world > 1:
+        import torch.distributed as dist
+
+        def reduce(v):
+            t = torch.as_tensor(v, dtype=torch.float64, device=device)
+            dist.all_reduce(t)
+            return t.cpu().numpy()
+    out = finalize(all_reduce_sums(sums, reduce))
+    out.update(noise_draws=cfg.noise_draws, ece_bins=cfg.ece_bins,
+               units="sigma and eps on the 0..255 pixel scale, clipped to the pixel range")
+    return out
 
 
 def _jsonable(d):
@@ -337,6 +432,17 @@ def plot_history(histories: dict, path: str) -> str:
 # ----------------------------------------------------------------------------- CLI
 
 
+def format_robustness(r: dict) -> str:
+    """A few lines for one run's ``robustness`` results."""
+    noise = "  ".join(f"{s:g}: {100 * a:.2f}%" for s, a in zip(r["sigmas"], r["noise_acc"]))
+    adv = "  ".join(f"{e:g}: {100 * a:.2f}%" for e, a in zip(r["epsilons"], r["fgsm_acc"]))
+    return (f"validation ({r['count']} images): acc {100 * r['acc']:.2f}%  NLL {r['nll']:.4f}  "
+            f"ECE ({r['ece_bins']} bins) {100 * r['ece']:.2f}%\n"
+            f"  Gaussian noise, acc by sigma (0..255 scale): {noise}\n"
+            f"  FGSM, acc by eps (0..255 scale): {adv}")
+
+
+
 def build_parser(prog: str = "dali-mixup train") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -353,6 +459,11 @@ def build_parser(prog: str = "dali-mixup train") -> argparse.ArgumentParser:
     src.add_argument("--crop-scale", type=float, nargs=2, default=list(d.crop_scale),
                      metavar=("LO", "HI"), help="random resized crop area range")
     src.add_argument("--no-flip", dest="flip", action="store_false", help="no random flip")
+    src.add_argument("--train-fraction", type=float, default=d.train_fraction,
+                     help="train on a stratified random subset of this fraction of the training "
+                     "images (scarce data)")
+    src.add_argument("--subset-seed", type=int, default=None,
+                     help="seed of that subset (default: --seed)")
     mx = p.add_argument_group("mixing")
     mx.add_argument("--mixing", choices=MIXINGS, default=d.mixing)
     mx.add_argument("--alpha", type=float, default=d.alpha, help="Beta(alpha, alpha)")
@@ -375,6 +486,19 @@ def build_parser(prog: str = "dali-mixup train") -> argparse.ArgumentParser:
     tr.add_argument("--dali-threads", type=int, default=d.dali_threads)
     tr.add_argument("--torch-threads", type=int, default=None,
                     help="default: CPUs per rank - 1 (at least 1)")
+    ev = p.add_argument_group("evaluation")
+    ev.add_argument("--val-every", type=int, default=d.val_every,
+                    help="validate every N epochs (and after the last)")
+    ev.add_argument("--eval-robustness", action="store_true",
+                    help="after training: NLL, ECE, accuracy under Gaussian noise and FGSM on "
+                    "the validation set")
+    ev.add_argument("--noise-sigmas", type=float, nargs="+", default=list(d.noise_sigmas),
+                    metavar="S", help="Gaussian noise std on the 0..255 pixel scale")
+    ev.add_argument("--fgsm-eps", type=float, nargs="+", default=list(d.fgsm_eps),
+                    metavar="E", help="FGSM step on the 0..255 pixel scale")
+    ev.add_argument("--noise-draws", type=int, default=d.noise_draws,
+                    help="noisy copies of each validation image per sigma")
+    ev.add_argument("--ece-bins", type=int, default=d.ece_bins)
     out = p.add_argument_group("output")
     out.add_argument("--out", default=d.out, help="directory for NAME.json and NAME.png")
     out.add_argument("--name", default=None, help="run name (default: the mixing)")
@@ -391,7 +515,10 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         optimizer=a.optimizer, lr=a.lr, weight_decay=a.weight_decay,
         warmup_epochs=a.warmup_epochs, seed=a.seed, device=a.device,
         dali_threads=a.dali_threads, torch_threads=a.torch_threads, out=a.out, name=a.name,
-        progress=a.progress)
+        progress=a.progress, train_fraction=a.train_fraction, subset_seed=a.subset_seed,
+        val_every=a.val_every, eval_robustness=a.eval_robustness,
+        noise_sigmas=tuple(a.noise_sigmas), fgsm_eps=tuple(a.fgsm_eps),
+        noise_draws=a.noise_draws, ece_bins=a.ece_bins)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -414,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
               f"best {100 * res['best_val_acc']:.2f}%  ({res['num_val']} val images, "
               f"{res['world_size']} rank(s), {res['total_time_s']:.1f} s, "
               f"{res['mean_train_samples_per_s']:.0f} train img/s)")
+        if "robustness" in res:
+            print(format_robustness(res["robustness"]))
         if "results_path" in res:
             print(f"results: {res['results_path']}" + (f"  curves: {res['plot_path']}"
                                                        if "plot_path" in res else ""))

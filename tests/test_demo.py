@@ -1,4 +1,5 @@
-"""The main job (demo) in quick mode, on the digits and on a user's folder; the preview grid."""
+"""The main job (demo) in quick mode, on the digits and on a user's folder; its tables; the
+preview grid."""
 from __future__ import annotations
 
 import json
@@ -6,11 +7,13 @@ import os
 import re
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from pipelines import demo, preview
 
-METHODS = ["ERM", "mixup", "k-mixup", "zeta-mixup"]
+METHODS = ["ERM", "mixup", "k-mixup", "k-mixup-xi", "zeta-mixup", "zeta-mixup-U"]
+SLUGS = ["none", "mixup", "kmixup", "kmixup_xi", "zeta", "zeta_U"]
 
 
 def _folder(root, n_per_class=12, num_classes=3):
@@ -34,18 +37,40 @@ def test_demo_quick_on_the_digits(tmp_path, capsys):
     with Image.open(next((cache / "val" / "3").iterdir())) as im:
         assert im.size == (8, 8) and im.mode == "L"
     summary = json.load(open(out / "summary.json"))
-    assert [r["method"] for r in summary["table"]] == METHODS
     assert summary["num_train"] == 1438 and summary["num_val"] == 359 and summary["quick"]
-    for m in METHODS:  # a comparison table row per method, with a percentage
-        assert re.search(rf"^{re.escape(m)}\s+\d+\.\d\d%", text, re.M), text
-    for r in summary["table"]:
-        assert r["final_val_acc"] > 0.3, r  # 10 classes: chance is 0.1
-    for name in ("ERM", "mixup", "k-mixup", "zeta-mixup"):
-        mixing = {"ERM": "none", "mixup": "mixup", "k-mixup": "kmixup", "zeta-mixup": "zeta"}
-        assert json.load(open(out / f"{mixing[name]}.json"))["method"] == name
-    for png in ("learning_curves.png", "kmixup_batch.png", "zeta_batch.png"):
+    # quick: the full set and a 25% subset, each method once, same number of SGD steps
+    full, quarter = summary["settings"]
+    assert (full["fraction"], quarter["fraction"]) == (1.0, 0.25)
+    assert full["num_train"] == 1438 and quarter["num_train"] == 359
+    assert (full["epochs"], full["steps"]) == (4, 88) and quarter["epochs"] == 18
+    assert 1 < summary["calibration"]["alpha_k"] < 100  # k = 16 matches closer: alpha_k > 1
+    for s in summary["settings"]:
+        assert list(s["methods"]) == METHODS
+        for m, agg in s["methods"].items():
+            assert agg["acc"]["mean"] > 0.3, (s["name"], m)  # 10 classes: chance is 0.1
+            assert 0 <= agg["ece"]["mean"] <= 1 and agg["nll"]["mean"] > 0
+            # sigma = 0 and eps = 0 are the clean accuracy
+            assert agg["noise_acc"]["mean"][0] == agg["fgsm_acc"]["mean"][0] == agg["acc"]["mean"]
+            assert len(agg["noise_acc"]["mean"]) == len(summary["noise_sigmas"])
+        assert set(s["diffs"]["ERM"]) == set(METHODS) - {"ERM"}
+        assert s["diffs"]["mixup"]["ERM"]["acc"]["mean"] == pytest.approx(
+            s["methods"]["ERM"]["acc"]["mean"] - s["methods"]["mixup"]["acc"]["mean"])
+    assert full["methods"]["k-mixup-xi"]["params"]["alpha"] == summary["calibration"]["alpha_k"]
+    assert full["methods"]["zeta-mixup-U"]["params"]["gamma"] == [1.72865, 4.0]
+    for m in METHODS:  # a table row per method, with a percentage
+        assert re.search(rf"^{re.escape(m)}\s+\d+\.\d\d\s", text, re.M), text
+    assert "paired difference vs ERM" in text and "paired difference vs mixup" in text
+    for slug, m in zip(SLUGS, METHODS):
+        for tag in ("", "_25pct"):
+            res = json.load(open(out / f"{slug}{tag}_seed0.json"))
+            assert res["method"] == m and "robustness" in res
+    assert json.load(open(out / "none_25pct_seed0.json"))["num_train"] == 359
+    for png in ("learning_curves.png", "noise.png", "fgsm.png", "reliability.png",
+                "kmixup_batch.png", "zeta_batch.png"):
         with Image.open(out / png) as im:
             assert im.size[0] > 500 and im.size[1] > 300
+    md = (out / "results.md").read_text()
+    assert "| ERM |" in md and "| method | acc % | NLL | ECE % |" in md
     # a second run reuses the cache instead of rewriting it
     mtime = os.path.getmtime(cache / ".complete")
     demo.write_digits_cache(str(cache))
@@ -54,15 +79,54 @@ def test_demo_quick_on_the_digits(tmp_path, capsys):
 
 def test_demo_on_a_user_folder(tmp_path, capsys):
     data = _folder(tmp_path / "mine")
-    rc = demo.main(["--data", data, "--quick", "--epochs", "1", "--methods", "ERM", "k-mixup",
+    rc = demo.main(["--data", data, "--quick", "--epochs", "1", "--methods", "ERM", "k-mixup-xi",
+                    "--fractions", "1", "0.5", "--seeds", "2", "--jobs", "1",
                     "--size", "16", "--batch-size", "8", "--k", "4", "--width", "8",
                     "--out", str(tmp_path / "out"), "--no-progress"])
     assert rc == 0
     text = capsys.readouterr().out
-    assert data in text and re.search(r"^k-mixup\s+\d+\.\d\d%", text, re.M)
+    assert data in text and re.search(r"^k-mixup-xi\s+\d+\.\d\d \+- \d+\.\d\d", text, re.M)
     summary = json.load(open(tmp_path / "out" / "summary.json"))
-    assert summary["num_train"] + summary["num_val"] == 36
-    assert [r["method"] for r in summary["table"]] == ["ERM", "k-mixup"]
+    assert summary["num_train"] + summary["num_val"] == 36 and summary["jobs"] == 1
+    full, half = summary["settings"]
+    assert list(full["methods"]) == ["ERM", "k-mixup-xi"]
+    assert half["num_train"] == 15 and half["steps"] == full["steps"] == 3
+    assert full["methods"]["ERM"]["seeds"] == [0, 1]
+    d = full["diffs"]["ERM"]["k-mixup-xi"]["acc"]
+    assert d["n"] == 2 and d["half_width"] > 0
+    assert full["diffs"]["mixup"] == {}  # mixup not run: no comparison against it
+
+
+def test_demo_rejects_a_subset_without_a_full_batch(tmp_path, capsys):
+    data = _folder(tmp_path / "mine")
+    rc = demo.main(["--data", data, "--fractions", "0.1", "--batch-size", "8",
+                    "--methods", "ERM", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert rc == 2 and "no full batch" in capsys.readouterr().err
+
+
+def test_demo_protocols():
+    p = demo.build_parser()
+    assert demo.protocol(p.parse_args([])) == (20, 3, [1.0, 0.1])
+    assert demo.protocol(p.parse_args(["--quick"])) == (4, 1, [1.0, 0.25])
+    assert demo.protocol(p.parse_args(["--full"])) == (20, 5, [1.0, 0.25, 0.1])
+    assert demo.protocol(p.parse_args(["--full", "--seeds", "2", "--fractions", "0.5"])) == (
+        20, 2, [0.5])
+
+
+def test_paired_differences_and_tables():
+    def agg(vals):
+        return {k: dict(values=list(vals), mean=float(np.mean(vals)), std=float(np.std(vals, ddof=1)))
+                for k in demo.METRICS} | dict(seeds=[0, 1, 2])
+
+    methods = {"ERM": agg([0.90, 0.91, 0.92]), "mixup": agg([0.95, 0.96, 0.97]),
+               "k-mixup": agg([0.90, 0.92, 0.91])}
+    d = demo.differences(methods, "ERM")
+    assert d["mixup"]["acc"]["mean"] == pytest.approx(0.05) and d["mixup"]["acc"]["std"] < 1e-12
+    assert d["mixup"]["acc"]["beyond_noise"] and not d["k-mixup"]["acc"]["beyond_noise"]
+    rows = demo.diff_rows(d)
+    assert rows[0][0] == "mixup" and rows[0][1].startswith("+5.00") and rows[0][1].endswith("*")
+    assert not rows[1][1].endswith("*")
+    assert demo.table_rows(dict(methods=methods))[0][1] == "91.00 +- 1.00"
 
 
 def test_preview_grid_of_a_kmixup_batch(tmp_path):

@@ -134,6 +134,44 @@ def test_train_main_on_arrays_and_gpu_error(tmp_path, capsys, monkeypatch):
     assert "needs a CUDA GPU" in capsys.readouterr().err
 
 
+def test_train_subset_val_every_and_robustness_evaluation(learnable, tmp_path, capsys):
+    rc = train.main(["--data", learnable, "--val-fraction", "0.25", "--gray", "--size", "8",
+                     "--crop-scale", "0.8", "1", "--no-flip", "--mixing", "kmixup", "--k", "4",
+                     "--epochs", "5", "--val-every", "2", "--batch-size", "8", "--width", "8",
+                     "--optimizer", "adamw", "--lr", "0.01", "--weight-decay", "0",
+                     "--train-fraction", "0.5", "--eval-robustness", "--noise-sigmas", "0", "32",
+                     "--fgsm-eps", "0", "4", "16", "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "ECE (15 bins)" in text and "FGSM, acc by eps" in text
+    res = json.load(open(tmp_path / "kmixup.json"))
+    # 36 training images (12 per class), half of each class: 18, two full batches of 8
+    assert res["num_train"] == 18 and res["steps_per_epoch"] == 2
+    hist = res["history"]
+    assert [h["epoch"] for h in hist] == [2, 4, 5] and [h["step"] for h in hist] == [4, 8, 10]
+    assert [h["train_samples"] for h in hist] == [32, 32, 16]
+    r = res["robustness"]
+    assert r["count"] == 12 and r["sigmas"] == [0, 32] and r["epsilons"] == [0, 4, 16]
+    # the clean pass, sigma = 0 and eps = 0 agree with the last validation pass
+    assert r["acc"] == r["noise_acc"][0] == r["fgsm_acc"][0] == res["final_val_acc"]
+    assert r["nll"] == pytest.approx(hist[-1]["val_loss"], rel=1e-5)
+    assert 0 <= r["ece"] <= 1 and sum(r["bins"]["count"]) == 12 and r["ece_bins"] == 15
+    assert r["fgsm_acc"][2] <= r["acc"]
+
+
+def test_train_fraction_on_arrays_is_stratified(tmp_path):
+    from pipelines.arrays import digits_split
+
+    cfg = train.TrainConfig(arrays="digits", train_fraction=0.1, subset_seed=5, epochs=1,
+                            batch_size=32, width=8, out=str(tmp_path), progress=False,
+                            eval_robustness=True, noise_sigmas=(0.0,), fgsm_eps=(0.0, 8.0))
+    res = train.run(cfg)
+    yt = digits_split()[1]
+    assert res["num_train"] == len(train.stratified_subset(yt, 0.1, 5)) == 143
+    assert res["robustness"]["count"] == 359
+    assert res["robustness"]["noise_acc"][0] == res["final_val_acc"]
+
+
 WORKER = textwrap.dedent("""
     import json, sys
     import torch.distributed as dist
