@@ -1,7 +1,7 @@
 """The Docker images: hadolint, and the same install and entry point as the README.
 
 No Docker engine runs here, so the images are not built; these checks keep the Dockerfiles
-lint-clean and in step with the README and pyproject.toml.
+lint-clean and in step with the README, docs/docker.md, docs/cli.md and pyproject.toml.
 """
 import fnmatch
 import json
@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GPU = ROOT / "docker" / "Dockerfile"
 CPU = ROOT / "docker" / "Dockerfile.cpu"
 README = (ROOT / "README.md").read_text()
+DOCS = {p.name: p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}
 PYPROJECT = (ROOT / "pyproject.toml").read_text()
 
 
@@ -58,8 +59,12 @@ def extras() -> dict[str, str]:
 
 
 def section(name: str) -> str:
-    a, b = README.index(f"<!-- {name}:start -->"), README.index(f"<!-- {name}:end -->")
-    return README[a:b]
+    """The text between ``<!-- name:start -->`` and ``<!-- name:end -->`` in the README or docs/."""
+    for text in [README, *DOCS.values()]:
+        if f"<!-- {name}:start -->" in text:
+            a, b = text.index(f"<!-- {name}:start -->"), text.index(f"<!-- {name}:end -->")
+            return text[a:b]
+    raise AssertionError(f"no '{name}' section in README.md or docs/")
 
 
 @pytest.mark.parametrize("path", [GPU, CPU], ids=["gpu", "cpu"])
@@ -145,12 +150,12 @@ def test_dockerignore_keeps_sources_and_drops_local_state():
         assert not ignored(rel), rel
 
 
-def test_readme_docker_section_covers_build_gpus_mount_and_torchrun():
+def test_docker_docs_cover_build_gpus_mount_and_torchrun():
     doc = section("docker")
     assert "docker build -f docker/Dockerfile " in doc and "docker build -f docker/Dockerfile.cpu" in doc
     assert "--gpus all" in doc
     assert re.search(r"-v /path/to/\S+:/data:ro", doc) and "--data /data" in doc
-    assert "torchrun --standalone --nproc_per_node=" in doc and "-m pipelines.train" in doc
+    assert "torchrun --standalone --nproc_per_node=" in doc and "-m dali_mixup.pipelines.train" in doc
     assert 'pip install -e ".[gpu,train]"' in doc and "dali-mixup demo --device gpu" in doc
     cli_doc = section("cli")
     for name in ("demo", "train", "preview", "bench", "calibrate", "toy"):
