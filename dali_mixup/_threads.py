@@ -4,7 +4,7 @@ The one module that knows about threads. NumPy's own BLAS (OpenBLAS) is run sing
 around our products (:func:`one_blas_thread`, through threadpoolctl), and large jobs are cut
 into pieces that a small pool of Python threads runs at once (:func:`run_parallel`; each piece
 a NumPy or single-threaded BLAS call, which releases the GIL). Measured on the 2-core VM of the
-README's benchmarks: OpenBLAS's own second thread spins after each call and made many small
+benchmarks (docs/benchmarks.md): OpenBLAS's own second thread spins after each call and made many small
 products 20-200x slower on a busy machine, while a hand-off to the pool costs ~50 us, so only
 jobs well above that are split (thresholds at their uses, each measured).
 """

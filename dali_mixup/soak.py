@@ -1,6 +1,6 @@
 """Soak run: many iterations of each operator in a CPU pipeline; resident memory must stay flat.
 
-    python -m dali_mixup.soak --iterations 10000          # the full run (README has the result)
+    python -m dali_mixup.soak --iterations 10000          # the full run (docs/operators.md has the result)
 
 Resident memory is read from /proc/self/statm after a warm-up and at the end; growth is
 reported relative to the warm-up level.

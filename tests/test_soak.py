@@ -1,4 +1,4 @@
-"""A short soak: resident memory stays flat over many pipeline iterations (full run: README)."""
+"""A short soak: resident memory stays flat over many pipeline iterations (full run: docs/operators.md)."""
 import pytest
 
 pytest.importorskip("nvidia.dali")
