@@ -49,7 +49,7 @@ def test_each_block_matching_is_optimal(data, metric, pairing, B, k, rng):
 
 
 def test_costs_differ_between_metrics_on_clustered_data(rng):
-    """On clustered data, W2 (squared) and plain Euclidean matchings disagree sometimes (NOTES)."""
+    """On clustered data, W2 (squared) and plain Euclidean matchings disagree sometimes."""
     diffs = 0
     for _ in range(20):
         x, _ = clustered(rng, 64, 2, centers=3, spread=1.5, scale=3.0)
@@ -124,7 +124,7 @@ def test_permutation_pairing_follows_the_reference_code(rng):
 
 
 def test_permutation_pairing_with_k_equal_B_mixes_nothing(rng):
-    """The reference scheme's defect (NOTES): with k = B every sample matches itself."""
+    """The reference scheme's defect: with k = B every sample matches itself."""
     B = 16
     x = rng.normal(size=(B, 4)).astype(np.float32)
     res = dm.k_mixup(x, np.arange(B) % 3, k=B, num_classes=3, pairing="permutation", rng=rng)
