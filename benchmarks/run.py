@@ -1,4 +1,4 @@
-"""Side-by-side benchmarks of k-mixup and zeta-mixup (issue 4).
+"""Side-by-side benchmarks of k-mixup and zeta-mixup.
 
     python -m benchmarks.run --out bench-out            # full CPU run (a few minutes)
     python -m benchmarks.run --quick --out /tmp/b       # smoke test (< 30 s)

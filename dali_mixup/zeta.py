@@ -75,7 +75,7 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
         num_classes: number of classes for integer labels.
         label_smoothing: applied to one-hot labels built from class ids, before mixing.
         dtype: output image dtype, as for :func:`dali_mixup.k_mixup`.
-        method: ``"gather"`` or ``"matmul"``; None picks by T and B (:func:`choose_method`).
+        method: ``"gather"`` or ``"matmul"``; None picks by T and B (:func:`dali_mixup.plan.choose_zeta_method`).
         prob: probability that the batch is mixed at all (otherwise it passes through).
         extra: more per-sample arrays ``[B, ...]`` mixed with the same index and weights.
         masks: integer per-sample maps; each output keeps its own (its dominant sample).
