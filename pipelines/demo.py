@@ -232,8 +232,10 @@ def curve_rows(setting: dict, key: str) -> list[list[str]]:
 
 def text_table(head: list[str], rows: list[list[str]]) -> str:
     w = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
-    fmt = lambda r: "  ".join(str(c).ljust(w[0]) if i == 0 else str(c).rjust(w[i])
-                              for i, c in enumerate(r))
+
+    def fmt(r):
+        return "  ".join(str(c).ljust(w[0]) if i == 0 else str(c).rjust(w[i])
+                         for i, c in enumerate(r))
     return "\n".join([fmt(head), "-" * (sum(w) + 2 * (len(w) - 1))] + [fmt(r) for r in rows])
 
 
@@ -430,9 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None, help="digits image cache (default: "
                    "$XDG_CACHE_HOME/dali-mixup/digits)")
     p.add_argument("--out", default=os.path.join("runs", "demo"), help="output directory")
-    p.add_argument("--jobs", type=int, default=None,
-                   help="training runs at a time, each in its own process (default: 2 where "
-                   "there are 2 CPUs or more; progress bars only with 1)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="training runs at a time, each in its own process with CPUs / jobs - 1 "
+                   "torch threads (for many-core machines: on 2 cores, 2 jobs were no faster "
+                   "than 1); progress bars only with 1")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p
 
@@ -487,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{alpha_k:.3f} (xi at alpha={a.alpha:g}: {cal['xi_k_at_alpha']:.3f}, "
               f"at alpha_k: {cal['xi_k']:.3f} = mixup's {cal['xi_target']:.3f})")
 
-    jobs = max(1, a.jobs if a.jobs is not None else min(2, _cpus()))
+    jobs = max(1, a.jobs)
     if a.device == "gpu":
         jobs = 1  # one process owns the GPU
     plan, settings = [], []

@@ -79,15 +79,21 @@ def test_demo_quick_on_the_digits(tmp_path, capsys):
 
 def test_demo_on_a_user_folder(tmp_path, capsys):
     data = _folder(tmp_path / "mine")
-    rc = demo.main(["--data", data, "--quick", "--epochs", "1", "--methods", "ERM", "k-mixup-xi",
-                    "--fractions", "1", "0.5", "--seeds", "2", "--jobs", "1",
-                    "--size", "16", "--batch-size", "8", "--k", "4", "--width", "8",
-                    "--out", str(tmp_path / "out"), "--no-progress"])
-    assert rc == 0
+    args = ["--data", data, "--quick", "--epochs", "1", "--methods", "ERM", "k-mixup-xi",
+            "--fractions", "1", "0.5", "--seeds", "2", "--size", "16", "--batch-size", "8",
+            "--k", "4", "--width", "8", "--no-progress"]
+    assert demo.main(args + ["--jobs", "2", "--out", str(tmp_path / "out")]) == 0
     text = capsys.readouterr().out
     assert data in text and re.search(r"^k-mixup-xi\s+\d+\.\d\d \+- \d+\.\d\d", text, re.M)
     summary = json.load(open(tmp_path / "out" / "summary.json"))
-    assert summary["num_train"] + summary["num_val"] == 36 and summary["jobs"] == 1
+    assert summary["num_train"] + summary["num_val"] == 36 and summary["jobs"] == 2
+    # runs in worker processes give the same numbers as runs in this process
+    assert demo.main(args + ["--jobs", "1", "--out", str(tmp_path / "one")]) == 0
+    one = json.load(open(tmp_path / "one" / "summary.json"))
+    for s1, s2 in zip(summary["settings"], one["settings"]):
+        for m in s1["methods"]:
+            for key in ("acc", "nll", "ece", "fgsm_acc_mean"):
+                assert s1["methods"][m][key]["values"] == s2["methods"][m][key]["values"]
     full, half = summary["settings"]
     assert list(full["methods"]) == ["ERM", "k-mixup-xi"]
     assert half["num_train"] == 15 and half["steps"] == full["steps"] == 3
