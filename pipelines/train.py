@@ -316,7 +316,7 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
             if bar is not None:
                 rate = seen * world / max(t_train + time.perf_counter() - t_ep, 1e-9)
                 bar.set_postfix(epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss.item():.3f}",
-                                img_s=f"{rate:.0f}")
+                                img_s=f"{rate:.0f}", refresh=False)
                 bar.update(1)
         loaders.train_it.reset()
         t_train += time.perf_counter() - t_ep
