@@ -215,7 +215,7 @@ def diff_rows(diffs: dict) -> list[list[str]]:
         cells = [label]
         for k, (_, sc, _) in METRICS.items():
             x = d[k]
-            cell = f"{sc * x['mean']:+.{_digits(k)}f}"
+            cell = f"{round(sc * x['mean'], _digits(k)) + 0.0:+.{_digits(k)}f}"  # no "-0.00"
             if x["n"] > 1:
                 cell += f" +- {sc * x['std']:.{_digits(k)}f}" + ("*" if x["beyond_noise"] else "")
             cells.append(cell)
