@@ -228,9 +228,14 @@ def test_torchrun_data_parallel_training(tmp_path, learnable):
     out = tmp_path / "out"
     r = _torchrun(["-m", "pipelines.train", "--data", learnable, "--val-fraction", "0.25",
                    "--gray", "--size", "8", "--mixing", "kmixup", "--k", "4", "--epochs", "2",
-                   "--batch-size", "4", "--width", "8", "--out", str(out), "--no-progress"],
+                   "--batch-size", "4", "--width", "8", "--out", str(out), "--no-progress",
+                   "--eval-robustness", "--noise-sigmas", "0", "16", "--fgsm-eps", "0", "8"],
                   tmp_path)
     res = json.load(open(out / "kmixup.json"))
+    # the robustness sums of the two validation shards add up to every image once
+    rob = res["robustness"]
+    assert rob["count"] == 12 and sum(rob["bins"]["count"]) == 12
+    assert rob["acc"] == rob["noise_acc"][0] == rob["fgsm_acc"][0] == res["final_val_acc"]
     assert res["world_size"] == 2 and res["config"]["mixing"] == "kmixup"
     # 36 training images: shards of 18, 4 full batches of 4 per rank, 2 ranks
     assert res["steps_per_epoch"] == 4
