@@ -253,6 +253,8 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
     from .models import build_model
 
     MixConfig(mixing=cfg.mixing)  # validates the name before any work
+    if cfg.val_every < 1:
+        raise ValueError(f"val_every must be >= 1, got {cfg.val_every}")
     resolve_device(cfg.device)  # a clear error now, not a CUDA error inside DALI
     rank, world, local = _init_distributed(cfg.device)
     if cfg.device == "gpu":
@@ -294,8 +296,6 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
         from tqdm import tqdm
         bar = tqdm(total=total, desc=name, unit="step", dynamic_ncols=True, leave=False,
                    file=sys.stderr)
-    if cfg.val_every < 1:
-        raise ValueError(f"val_every must be >= 1, got {cfg.val_every}")
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     seen, t_train, t0 = 0, 0.0, time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
