@@ -24,6 +24,8 @@ with the same checks and messages as the CPU path.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from .. import _checks
@@ -74,7 +76,7 @@ def _names(prefix: str, n: int) -> tuple:
     return tuple(f"{prefix}[{j}]" for j in range(n))
 
 
-class Op:
+class Op(ABC):
     """Base of the callables: ``inputs``/``outputs`` name tuples; ``__call__`` maps the
     positional lists DALI hands over to names and returns the outputs in declared order."""
 
@@ -85,8 +87,9 @@ class Op:
         out = self.run(dict(zip(self.inputs, args)))
         return tuple(out[n] for n in self.outputs)
 
-    def run(self, a: dict) -> dict:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
+    @abstractmethod
+    def run(self, a: dict) -> dict:
+        """The operator's job, from its inputs by name to its outputs by name."""
 
 
 class Buffers:
@@ -332,8 +335,19 @@ class DeviceOp(Op):
                      device=getattr(samples[0], "device", None))
         return unstack(z)
 
-    def fallback(self, a) -> dict:  # pragma: no cover - every subclass defines it
-        raise NotImplementedError
+    def fallback(self, a) -> dict:
+        """Well-formed outputs after a failure: zeros for the images and ``extra`` tensors, the
+        ``masks`` as they came, ``facts`` status 1 (an apply operator's outputs)."""
+        images = a["images"]
+        xp = namespace_of(images[0])
+        name = dtype_name(xp, images[0].dtype)
+        out = {"images": self.zeros_like_batch(images, out_dtype_of(name, self.cfg.dtype)),
+               "facts": self.facts(xp, images, 1, [dtype_code(xp, images[0].dtype)])}
+        for n in self.extra:
+            out[n] = self.zeros_like_batch(a[n], work_dtype_of(name))
+        for n in getattr(self, "masks", ()):
+            out[n] = list(a[n])
+        return out
 
 
 def raise_reported(device_op: DeviceOp, op: str, facts: list, names: tuple, out_dtype) -> None:
@@ -485,18 +499,6 @@ class PairApply(DeviceOp):
             out[n] = unstack(mix_pair_masks(stack(a[n], xp), pa, cutmix=cfg.uses_cutmix, axes=axes, xp=xp))
         return out
 
-    def fallback(self, a):
-        images = a["images"]
-        xp = namespace_of(images[0])
-        name = dtype_name(xp, images[0].dtype)
-        out = {"images": self.zeros_like_batch(images, out_dtype_of(name, self.cfg.dtype)),
-               "facts": self.facts(xp, images, 1, [dtype_code(xp, images[0].dtype)])}
-        for n in self.extra:
-            out[n] = self.zeros_like_batch(a[n], work_dtype_of(name))
-        for n in self.masks:
-            out[n] = list(a[n])
-        return out
-
 
 class ZetaPlanner(Op):
     """CPU: zeta-mixup's plan for GPU images, from their shapes.
@@ -572,16 +574,6 @@ class ZetaApply(DeviceOp):
         out = {"images": unstack(mixed), "facts": self.facts(xp, images, 0, [dtype_code(xp, images[0].dtype)])}
         for n in self.extra:
             out[n] = unstack(self._mix(xp.astype(stack(a[n], xp), wd), P, xp))
-        return out
-
-    def fallback(self, a):
-        images = a["images"]
-        xp = namespace_of(images[0])
-        name = dtype_name(xp, images[0].dtype)
-        out = {"images": self.zeros_like_batch(images, out_dtype_of(name, self.cfg.dtype)),
-               "facts": self.facts(xp, images, 1, [dtype_code(xp, images[0].dtype)])}
-        for n in self.extra:
-            out[n] = self.zeros_like_batch(a[n], work_dtype_of(name))
         return out
 
 
