@@ -19,7 +19,7 @@ from pipelines import train
 from pipelines.imagefolder import imagefolder_pipeline
 from pipelines.models import SmallCNN
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make_learnable_folder(root, n_per_class=16, num_classes=3, size=8, seed=0):

@@ -10,7 +10,7 @@ import pytest
 
 from dali_mixup import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_console_script_declared():

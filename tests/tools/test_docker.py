@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GPU = ROOT / "docker" / "Dockerfile"
 CPU = ROOT / "docker" / "Dockerfile.cpu"
 README = (ROOT / "README.md").read_text()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: what the wheel is built from (the rest of the checkout plays no part in it)
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "dali_mixup", "pipelines")
 
