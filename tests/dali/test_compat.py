@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("nvidia.dali")
 import nvidia.dali  # noqa: E402
 from nvidia.dali import fn, pipeline_def, types  # noqa: E402
 

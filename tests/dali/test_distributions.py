@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("nvidia.dali")
 from scipy import stats  # noqa: E402
 
 import dali_mixup.fn as mfn  # noqa: E402

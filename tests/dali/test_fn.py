@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("nvidia.dali")
 from nvidia.dali import fn, pipeline_def, types  # noqa: E402
 
 import dali_mixup as dm  # noqa: E402

@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("nvidia.dali")
 from nvidia.dali import fn, pipeline_def  # noqa: E402
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy  # noqa: E402
 

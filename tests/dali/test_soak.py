@@ -1,7 +1,7 @@
 """A short soak: resident memory stays flat over many pipeline iterations (full run: docs/operators.md)."""
 import pytest
 
-pytest.importorskip("nvidia.dali")
+import nvidia.dali  # noqa: F401  (a missing DALI fails loudly)
 
 from dali_mixup.soak import soak  # noqa: E402
 
