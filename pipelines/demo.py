@@ -26,7 +26,7 @@ Every method trains the same small CNN with the same hyper-parameters from the s
 Each runs on the whole training set and on stratified random subsets (scarce data; the
 subset depends on the seed, and is the same for every method at a seed). A subset run takes as
 many SGD steps as the full run (more epochs), so every run gets the same compute. After
-training, :mod:`pipelines.evaluate` measures on the validation set: clean accuracy, NLL, ECE (15
+training, :mod:`dali_mixup.pipelines.evaluate` measures on the validation set: clean accuracy, NLL, ECE (15
 bins), accuracy under additive Gaussian noise and under white-box FGSM (both on the 0..255
 pixel scale). The demo prints mean +- std over seeds and paired differences against ERM and
 against mixup (the same seed: same initial weights, subset and reader order), and writes

@@ -7,7 +7,7 @@ One process::
 
 Data parallel (one process per rank, each reading a disjoint shard; gloo on CPU, nccl on GPU)::
 
-    torchrun --standalone --nproc_per_node=2 -m pipelines.train --data DIR --mixing kmixup
+    torchrun --standalone --nproc_per_node=2 -m dali_mixup.pipelines.train --data DIR --mixing kmixup
 
 ``DIR`` is ``DIR/train`` + ``DIR/val`` (both ``<class>/<image>``) or one ``<class>/<image>``
 folder split into train/validation (``--val-fraction``). Every epoch ends with a validation
@@ -18,7 +18,7 @@ image exactly once; ``--val-every N``: every N epochs and after the last). Rank 
 
 ``--train-fraction F`` trains on a stratified random subset of the training images (the
 scarce-data setting; the subset is drawn with ``--subset-seed``, default ``--seed``).
-``--eval-robustness`` ends the run with :mod:`pipelines.evaluate` on the validation set: NLL,
+``--eval-robustness`` ends the run with :mod:`dali_mixup.pipelines.evaluate` on the validation set: NLL,
 ECE (``--ece-bins``), accuracy under additive Gaussian noise (``--noise-sigmas``) and under
 white-box FGSM (``--fgsm-eps``), both on the 0..255 pixel scale, stored under ``robustness``.
 
@@ -372,7 +372,7 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
 
 
 def _eval_robustness(model, loaders, cfg: TrainConfig, device, rank: int, world: int) -> dict:
-    """:func:`pipelines.evaluate.evaluate_robustness` over this rank's validation shard, summed
+    """:func:`dali_mixup.pipelines.evaluate.evaluate_robustness` over this rank's validation shard, summed
     over all ranks, finalised."""
     import torch
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import demo, preview
+from dali_mixup.pipelines import demo, preview
 
 METHODS = ["ERM", "mixup", "k-mixup", "k-mixup-xi", "zeta-mixup", "zeta-mixup-U"]
 SLUGS = ["none", "mixup", "kmixup", "kmixup_xi", "zeta", "zeta_U"]

@@ -1,4 +1,4 @@
-"""pipelines.evaluate on constructed cases with known answers, and against independent code."""
+"""dali_mixup.pipelines.evaluate on constructed cases with known answers, and against independent code."""
 from __future__ import annotations
 
 import math
@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipelines import evaluate as E
-from pipelines.demo import schedule
-from pipelines.train import stratified_subset
+from dali_mixup.pipelines import evaluate as E
+from dali_mixup.pipelines.demo import schedule
+from dali_mixup.pipelines.train import stratified_subset
 
 
 def _ece_loop(conf, correct, n_bins=15):

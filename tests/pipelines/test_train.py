@@ -15,9 +15,9 @@ from PIL import Image
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from dali_mixup.torch import soft_target_cross_entropy
-from pipelines import train
-from pipelines.imagefolder import imagefolder_pipeline
-from pipelines.models import SmallCNN
+from dali_mixup.pipelines import train
+from dali_mixup.pipelines.imagefolder import imagefolder_pipeline
+from dali_mixup.pipelines.models import SmallCNN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -160,7 +160,7 @@ def test_train_subset_val_every_and_robustness_evaluation(learnable, tmp_path, c
 
 
 def test_train_fraction_on_arrays_is_stratified(tmp_path):
-    from pipelines.arrays import digits_split
+    from dali_mixup.pipelines.arrays import digits_split
 
     cfg = train.TrainConfig(arrays="digits", train_fraction=0.1, subset_seed=5, epochs=1,
                             batch_size=32, width=8, out=str(tmp_path), progress=False,
@@ -176,7 +176,7 @@ WORKER = textwrap.dedent("""
     import json, sys
     import torch.distributed as dist
     from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
-    from pipelines.imagefolder import imagefolder_pipeline
+    from dali_mixup.pipelines.imagefolder import imagefolder_pipeline
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -226,7 +226,7 @@ def test_torchrun_two_ranks_read_disjoint_shards(tmp_path):
 
 def test_torchrun_data_parallel_training(tmp_path, learnable):
     out = tmp_path / "out"
-    r = _torchrun(["-m", "pipelines.train", "--data", learnable, "--val-fraction", "0.25",
+    r = _torchrun(["-m", "dali_mixup.pipelines.train", "--data", learnable, "--val-fraction", "0.25",
                    "--gray", "--size", "8", "--mixing", "kmixup", "--k", "4", "--epochs", "2",
                    "--batch-size", "4", "--width", "8", "--out", str(out), "--no-progress",
                    "--eval-robustness", "--noise-sigmas", "0", "16", "--fgsm-eps", "0", "8"],
