@@ -3,6 +3,8 @@
 * :func:`blend_numpy`: ``lam * x + (1 - lam) * x[partner]`` in row chunks that stay in cache,
   bitwise equal to the plain expression, without batch-sized temporaries; large batches are
   shared out over the cores.
+* :func:`blend_samples`: the same blend of a batch given as a list of samples (what a DALI
+  python operator receives), without stacking it first.
 * :func:`zeta_mix_numpy`: zeta-mixup's weighted sum, gathered in row chunks or as one
   ``[B, B] @ [B, D]`` product split by columns over the cores.
 
@@ -63,6 +65,43 @@ def _blend_rows(x2, partner, lam, oml, uniform, out, r0: int, r1: int) -> None:
         np.take(x2, partner[i0:i1], axis=0, out=t, mode="clip")
         np.multiply(t, oml[0, 0] if uniform else oml[i0:i1], out=t)
         np.multiply(x2[i0:i1], lam[0, 0] if uniform else lam[i0:i1], out=o)
+        np.add(o, t, out=o)
+
+
+#: Samples of at least this many bytes are blended one by one from the sample list
+#: (:func:`blend_samples`) rather than stacked first. Measured on a 2-core VM: 3x32x32 float32
+#: samples (12 KiB) blend 1.4x slower one by one than stacked; 3x48x48 (27 KiB) ~1.9x faster
+#: and 3x224x224 (588 KiB) 1.2-1.5x faster, the stacking copy saved.
+SAMPLE_BYTES = 16 << 10
+
+
+def blend_samples(samples: list, partner: np.ndarray, lam: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """:func:`blend_numpy` of ``np.stack(samples)``, written into ``out`` without the stack.
+
+    ``samples``: ``B`` C-contiguous arrays of one shape and float dtype, ``out``'s; ``out``:
+    ``[B, ...]``, C-contiguous. Per element the same float ops in the same order as
+    :func:`blend_numpy` (bitwise equal). Reads each sample twice and writes the output once:
+    the stacking copy (a read and a write of the batch) is not made. Large batches are shared
+    out over the cores by sample ranges.
+    """
+    b = len(samples)
+    out2 = out.reshape(b, -1)
+    lam = np.asarray(lam).astype(out.dtype, copy=False)
+    oml = 1.0 - lam
+    partner = np.asarray(partner, dtype=np.intp)
+    parts = min(parallel_parts(), b) if 2 * out2.nbytes >= PARALLEL_BYTES else 1
+    cuts = split_points(b, parts)
+    run_parallel([lambda r0=r0, r1=r1: _blend_sample_range(samples, partner, lam, oml, out2, r0, r1)
+                  for r0, r1 in zip(cuts[:-1], cuts[1:])])
+    return out
+
+
+def _blend_sample_range(samples, partner, lam, oml, out2, r0: int, r1: int) -> None:
+    t = scratch(out2.shape[1], out2.dtype)
+    for i in range(r0, r1):
+        o = out2[i]
+        np.multiply(samples[partner[i]].reshape(-1), oml[i], out=t)
+        np.multiply(samples[i].reshape(-1), lam[i], out=o)
         np.add(o, t, out=o)
 
 

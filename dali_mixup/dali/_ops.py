@@ -28,7 +28,7 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from .. import _checks
+from .. import _checks, _fast
 from .._backend import namespace_of, stack, stack_host, to_numpy, unstack
 from ..apply import PairArrays, blend, mix_pair_masks, mix_pairs, zeta_mix, zeta_mix_matrix, \
     zeta_mix_reference
@@ -153,10 +153,13 @@ def check_others(cfg, named_shapes: dict, image_shape: tuple, axes) -> None:
 class PairHost(Op):
     """CPU: a whole pair operator (k-mixup, mixup, CutMix, mix) on host images.
 
-    The batch is stacked once, in an order in which every matched block is a run of rows (so
-    the k-mixup costs are taken on views), into buffers kept between batches; the blend is the
-    array layer's :func:`dali_mixup.apply.mix_pairs` (bitwise equal to it; row order does not
-    change per-element arithmetic), and output ``i`` is a view of its row.
+    k-mixup stacks the batch once, in an order in which every matched block is a run of rows
+    (so its costs are taken on views); the other operators stack it in sample order. Stacks
+    live in buffers kept between batches; the blend is the array layer's
+    :func:`dali_mixup.apply.mix_pairs` (bitwise equal to it; row order does not change
+    per-element arithmetic), and output ``i`` is a view of its row. A plain blend (no costs,
+    no CutMix) of large float samples skips the stack: :func:`dali_mixup._fast.blend_samples`
+    mixes the sample list directly (bitwise equal too).
     """
 
     def __init__(self, cfg, *, has_features: bool, layout: str | None, n_extra: int,
@@ -196,9 +199,17 @@ class PairHost(Op):
         return gathered_costs(*sides, metric=cfg.cost, xp=np, op=cfg.op, arg="images",
                               match_only=True)
 
-    def _stack_in(self, name: str, samples: list, order: np.ndarray, dtype) -> np.ndarray:
-        return stack_host([samples[i] for i in order],
-                          out=self._buf(name, (len(samples),) + samples[0].shape, dtype))
+    def _stack_in(self, name: str, samples: list, order: np.ndarray | None, dtype) -> np.ndarray:
+        """The samples stacked (in ``order``; None: as they come) into a kept buffer."""
+        ordered = samples if order is None else [samples[i] for i in order]
+        return stack_host(ordered, out=self._buf(name, (len(samples),) + samples[0].shape, dtype))
+
+    @staticmethod
+    def _blends_samples(images: list, wd, blocks, cutmix: bool) -> bool:
+        """True when the images are blended straight from the sample list (no stack)."""
+        x = images[0]
+        return (blocks.k <= 1 and not cutmix and x.dtype == wd and x.nbytes >= _fast.SAMPLE_BYTES
+                and all(s.flags.c_contiguous for s in images))
 
     def run(self, a):
         cfg = self.cfg
@@ -222,31 +233,37 @@ class PairHost(Op):
         if not b:
             out["labels"] = unstack(y)
             return out
-        order = blocks.order(b)
-        pos = np.empty(b, np.int64)
-        pos[order] = np.arange(b)
         wd = work_dtype_of(in_name)
-        z = self._stack_in("x", images, order, wd)
+        # k-mixup: row j of the stacks is sample order[j] (pos is its inverse); others: natural
+        order = blocks.order(b) if blocks.k > 1 else None
+        pos = np.argsort(order) if order is not None else None
+        direct = self._blends_samples(images, wd, blocks, cfg.uses_cutmix)
+        z = None if direct else self._stack_in("x", images, order, wd)
         costs = self._costs(a, blocks, z, pos, b) if blocks.k > 1 else None
         hw = (shapes[0][axes[0]], shapes[0][axes[1]]) if axes is not None else (1, 1)
         plan = pair_plan(cfg, d, blocks, costs, b, hw)
         pa = PairArrays.from_plan(plan, np, wd)
-        # the same plan in stacking order: row j of z is sample order[j]
-        po = PairArrays(partner=pos[plan.partner[order]], lam=pa.lam[order], share=pa.share[order],
-                        cut=pa.cut[order], boxes=pa.boxes[order])
-        mixed = mix_pairs(z, po, cutmix=cfg.uses_cutmix, axes=axes, xp=np,
-                          out=self._buf("out", z.shape, z.dtype))
-        mixed = finalize(mixed, in_name, cfg.dtype, np, cfg.op)
-        out["images"] = [mixed[j, ...] for j in pos]
+        po = pa if order is None else PairArrays(
+            partner=pos[plan.partner[order]], lam=pa.lam[order], share=pa.share[order],
+            cut=pa.cut[order], boxes=pa.boxes[order])
+
+        def samples_of(batch) -> list:
+            return unstack(batch) if pos is None else [batch[j, ...] for j in pos]
+
+        buf = self._buf("out", (b,) + shapes[0], wd)
+        if direct:
+            mixed = _fast.blend_samples(images, pa.partner, pa.lam, out=buf)
+        else:
+            mixed = mix_pairs(z, po, cutmix=cfg.uses_cutmix, axes=axes, xp=np, out=buf)
+        out["images"] = samples_of(finalize(mixed, in_name, cfg.dtype, np, cfg.op))
         out["labels"] = unstack(blend(y, pa.partner, pa.lam, np))
         for n in self.extra:
-            e = mix_pairs(self._stack_in(n, a[n], order, wd), po, cutmix=cfg.uses_cutmix,
-                          axes=axes, xp=np)
-            out[n] = [e[j, ...] for j in pos]
+            out[n] = samples_of(mix_pairs(self._stack_in(n, a[n], order, wd), po,
+                                          cutmix=cfg.uses_cutmix, axes=axes, xp=np))
         for n in self.masks:
-            m = mix_pair_masks(stack_host([a[n][i] for i in order]), po, cutmix=cfg.uses_cutmix,
-                               axes=axes, xp=np)
-            out[n] = [m[j, ...] for j in pos]
+            ordered = a[n] if order is None else [a[n][i] for i in order]
+            out[n] = samples_of(mix_pair_masks(stack_host(ordered), po, cutmix=cfg.uses_cutmix,
+                                               axes=axes, xp=np))
         if "partner" in self.outputs:
             out["partner"] = unstack(plan.partner.astype(np.int32))
             out["lam"] = unstack(pa.lam)

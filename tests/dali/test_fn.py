@@ -220,3 +220,38 @@ def test_pipeline_continues_over_many_batch_sizes(rng):
     outs, _ = run_dali(lambda x, y: mfn.zeta_mixup(x, y, num_classes=1, T=3) + mfn.k_mixup(x, y, num_classes=1, k=2),
                        batches, batch_size=8)
     assert [len(o[0]) for o in outs] == sizes and [len(o[2]) for o in outs] == sizes
+
+
+@pytest.mark.parametrize("op", ["mixup", "k_mixup"])
+def test_large_float_samples_equal_the_array_layer(op, rng, monkeypatch):
+    """Samples of >= 16 KiB: mixup blends the sample list without stacking it (k-mixup stacks
+    in block order for its costs); both stay bitwise equal to the array layer, extras and
+    masks included."""
+    from dali_mixup import _fast
+
+    used = []
+    real = _fast.blend_samples
+    monkeypatch.setattr(_fast, "blend_samples", lambda *a, **k: (used.append(1), real(*a, **k))[1])
+    shape = (48, 48, 3)  # 27 KiB of float32
+    assert np.prod(shape) * 4 >= _fast.SAMPLE_BYTES
+    sizes = [12, 7]
+    batches = [(_images(rng, b, np.float32, shape), [np.array([rng.integers(0, 4)], np.int32)
+                                                     for _ in range(b)]) for b in sizes]
+    kw = dict(num_classes=4, lam_mode="sample", alpha=0.5) | (dict(k=3) if op == "k_mixup" else {})
+
+    def graph(x, y):
+        m = fn.cast(x * 10.0, dtype=types.INT32)  # rounds to nearest
+        return getattr(mfn, op)(x, y, extra=[x * 2.0], masks=[m], return_info=True, seed=SEED, **kw)
+
+    outs, _ = run_dali(graph, batches, batch_size=12)
+    for (imgs, labels), out, d in zip(batches, outs, _dali_draws("k", sizes, alpha=0.5)):
+        x = np.stack(imgs)
+        ref = getattr(dm, op)(x, np.stack(labels), extra=[x * 2.0], masks=[np.round(x * 10.0).astype(np.int32)],
+                              draws=d, **kw)
+        got_img, got_lab, got_extra, got_mask, partner, lam = out
+        np.testing.assert_array_equal(np.stack(partner), ref.partner)
+        np.testing.assert_array_equal(np.stack(got_img), ref.images)
+        np.testing.assert_array_equal(np.stack(got_lab), ref.labels)
+        np.testing.assert_array_equal(np.stack(got_extra), ref.extra[0])
+        np.testing.assert_array_equal(np.stack(got_mask), ref.masks[0])
+    assert len(used) == (len(sizes) if op == "mixup" else 0)

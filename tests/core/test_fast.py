@@ -1,0 +1,71 @@
+"""The NumPy fast paths equal the plain array-API expressions they stand in for."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from dali_mixup import _fast
+from dali_mixup.apply import blend_reference, zeta_mix_reference
+from dali_mixup.plan import mixing_matrix, zeta_weights
+
+
+def _case(seed: int, b: int, shape: tuple, dtype, uniform: bool):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(b,) + shape).astype(dtype)
+    partner = rng.integers(0, b, size=b)  # repeats and self-matches allowed
+    lam = np.full(b, rng.random()) if uniform else rng.random(b)
+    return x, partner, lam
+
+
+cases = st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 12),
+                  st.lists(st.integers(1, 7), min_size=0, max_size=3).map(tuple),
+                  st.sampled_from([np.float32, np.float64]), st.booleans())
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases)
+def test_blend_numpy_is_bitwise_the_plain_blend(case):
+    x, partner, lam = _case(*case)
+    ref = blend_reference(x, partner, lam, np)
+    np.testing.assert_array_equal(_fast.blend_numpy(x, partner, lam), ref)
+    np.testing.assert_array_equal(_fast.blend_numpy(x, partner, lam, out=np.empty_like(x)), ref)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases)
+def test_blend_samples_is_bitwise_the_plain_blend_of_the_stack(case):
+    x, partner, lam = _case(*case)
+    samples = [np.ascontiguousarray(s) for s in x]
+    out = np.full_like(x, np.nan)
+    got = _fast.blend_samples(samples, partner, lam, out=out)
+    assert got is out
+    np.testing.assert_array_equal(got, blend_reference(x, partner, lam, np))
+
+
+def test_large_batches_are_split_over_threads_with_the_same_result(monkeypatch):
+    x, partner, lam = _case(3, 9, (4, 5), np.float32, False)
+    ref = blend_reference(x, partner, lam, np)
+    calls = []
+    real = _fast.run_parallel
+    monkeypatch.setattr(_fast, "PARALLEL_BYTES", 1)  # every batch counts as large
+    monkeypatch.setattr(_fast, "parallel_parts", lambda: 3)
+    monkeypatch.setattr(_fast, "run_parallel", lambda tasks: (calls.append(len(tasks)), real(tasks)))
+    np.testing.assert_array_equal(_fast.blend_samples(list(x), partner, lam, np.empty_like(x)), ref)
+    np.testing.assert_array_equal(_fast.blend_numpy(x, partner, lam, out=np.empty_like(x)), ref)
+    assert calls == [3, 3]
+
+
+@pytest.mark.parametrize("T", [2, 3, 6])
+def test_zeta_gather_is_bitwise_and_matmul_within_rounding(T):
+    rng = np.random.default_rng(T)
+    b = 8
+    x = rng.normal(size=(b, 3, 4)).astype(np.float32)
+    index = np.stack([np.arange(b)] + [rng.permutation(b) for _ in range(T - 1)], axis=1)
+    w = zeta_weights(T, 2.4)
+    ref = zeta_mix_reference(x, index, w.astype(np.float32), np)
+    gather = _fast.zeta_mix_numpy(x, index, w, "gather", include_self=True)
+    np.testing.assert_array_equal(gather, ref)
+    W = mixing_matrix(index, w, include_self=True)
+    matmul = _fast.zeta_mix_numpy(x, index, w, "matmul", include_self=True, W=W)
+    np.testing.assert_allclose(matmul, ref, rtol=1e-5, atol=1e-6)
