@@ -39,6 +39,7 @@ from scipy.special import betainc
 
 from .assign import solve_blocks
 from .cost import block_costs
+from .datasets import load_data
 from .kmixup import plan_blocks
 
 __all__ = ["lam_factor", "mean_sq_distance", "mean_sq_w2", "alpha_for_k", "reference_alpha_k",
@@ -242,57 +243,6 @@ def calibrate(x, ks, alpha: float = 1.0, *, n_pairs: int = 4000, cost: str = "sq
             mean_sq_dist=xik_sq, reachable=ok, ref_alpha_k=float(ref_a),
             xi_k_at_ref=math.sqrt(lam_factor(ref_a) * xik_sq) if reference else float("nan")))
     return rows
-
-
-_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-
-
-def load_data(spec: str, *, size: int = 32, max_samples: int = 5000, seed: int = 0):
-    """Samples ``[N, D]`` float64 (and a description) from ``spec``.
-
-    ``digits`` (scikit-learn's 8x8 digits, scaled to [0, 1]); a toy dataset name of
-    :mod:`dali_mixup.toy`; a ``.npy`` / ``.npz`` file (the first array; rows are samples);
-    or a folder of images (searched recursively, e.g. an ImageFolder tree), resized to
-    ``size x size`` RGB and scaled to [0, 1]. At most ``max_samples`` samples are used.
-    """
-    rng = np.random.default_rng(seed)
-    path = Path(spec)
-    if spec == "digits":
-        from sklearn.datasets import load_digits
-
-        x = load_digits().data / 16.0
-        desc = "digits (scikit-learn 8x8, scaled to [0, 1])"
-    elif path.is_dir():
-        from PIL import Image
-
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_EXT)
-        if not files:
-            raise ValueError(f"calibrate: no images under {spec}")
-        if len(files) > max_samples:
-            files = [files[i] for i in sorted(rng.choice(len(files), max_samples, replace=False))]
-        arrs = []
-        for f in files:
-            with Image.open(f) as im:
-                arrs.append(np.asarray(im.convert("RGB").resize((size, size)), dtype=np.float64) / 255.0)
-        x = np.stack(arrs).reshape(len(arrs), -1)
-        desc = f"{spec} ({len(files)} images, {size}x{size} RGB, scaled to [0, 1])"
-    elif path.suffix in (".npy", ".npz") and path.is_file():
-        a = np.load(path)
-        x = a[a.files[0]] if hasattr(a, "files") else a
-        desc = str(path)
-    else:
-        from . import toy
-
-        if spec not in toy.DATASETS:
-            raise ValueError(f"calibrate: --data must be 'digits', a toy dataset "
-                             f"({', '.join(toy.DATASETS)}), a .npy/.npz file or an image folder; "
-                             f"got {spec!r}")
-        x, _ = toy.make(spec, seed=seed)
-        desc = f"toy dataset {spec}"
-    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-    if x.shape[0] > max_samples:
-        x = x[rng.choice(x.shape[0], max_samples, replace=False)]
-    return x, desc
 
 
 def _parse_ks(text: str) -> list[int]:

@@ -1,6 +1,6 @@
-"""The papers' toy datasets, and pictures of the vicinal distributions of the three methods.
+"""Pictures of the vicinal distributions of the three methods on the papers' toy datasets.
 
-k-mixup paper (Greenewald et al.), Figures 1-3 and Table 9, binary classification in 2-D:
+The datasets themselves live in :mod:`dali_mixup.datasets` (re-exported here). k-mixup paper (Greenewald et al.), Figures 1-3 and Table 9, binary classification in 2-D:
 
 * ``one_ring``: a ring (class 1) around a central blob (class 0);
 * ``four_bars``: four parallel bars of alternating classes;
@@ -34,143 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .datasets import (DATASETS, TABLE9_XI, crescents, four_bars, helix, make, one_ring,  # noqa: F401
+                       oracle_for, spirals, swiss_roll)
+
 __all__ = ["DATASETS", "TABLE9_XI", "make", "one_ring", "four_bars", "swiss_roll", "crescents",
            "spirals", "helix", "vicinal", "oracle_for", "main"]
-
-#: Table 9 of the k-mixup paper: xi of 1-mixup at alpha = 1 for each toy dataset.
-TABLE9_XI = {"one_ring": 0.15, "four_bars": 0.78, "swiss_roll": 1.9}
-
-# Scale factors that give the xi of Table 9 at alpha = 1 (E|x - x'|^2 = 12 xi^2).
-_SCALE = {"one_ring": 0.5076, "four_bars": 1.515, "swiss_roll": 7.368}
-
-
-def _split(n: int, rng: np.random.Generator) -> np.ndarray:
-    y = np.zeros(n, dtype=np.int64)
-    y[n // 2:] = 1
-    return rng.permutation(y)
-
-
-def one_ring(n: int = 512, seed: int = 0, noise: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """Class 1 on a ring of radius 1 (radial noise ``noise``), class 0 a blob of std 3*noise.
-
-    Scaled by 0.5076 (ring radius ~0.51).
-    """
-    rng = np.random.default_rng(seed)
-    y = _split(n, rng)
-    th = rng.uniform(0.0, 2.0 * np.pi, n)
-    r = 1.0 + noise * rng.standard_normal(n)
-    ring = np.stack([r * np.cos(th), r * np.sin(th)], axis=1)
-    blob = 3.0 * noise * rng.standard_normal((n, 2))
-    x = np.where(y[:, None] == 1, ring, blob)
-    return x * _SCALE["one_ring"], y
-
-
-def four_bars(n: int = 512, seed: int = 0, noise: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Four vertical bars at x = -1.5, -0.5, 0.5, 1.5 (half width ``noise``, height 2), classes
-    0, 1, 0, 1. Scaled by 1.515."""
-    rng = np.random.default_rng(seed)
-    bar = rng.integers(0, 4, n)
-    xs = (bar - 1.5) + rng.uniform(-noise, noise, n)
-    ys = rng.uniform(-1.0, 1.0, n)
-    return np.stack([xs, ys], axis=1) * _SCALE["four_bars"], (bar % 2).astype(np.int64)
-
-
-def swiss_roll(n: int = 512, seed: int = 0, noise: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Two interleaved arms ``r = t, theta = t + c pi`` for t in [pi/2, 3 pi], class c, radius
-    normalised to 1 and scaled by 7.368; ``noise`` is Gaussian (relative to the radius)."""
-    rng = np.random.default_rng(seed)
-    y = _split(n, rng)
-    t = rng.uniform(0.5 * np.pi, 3.0 * np.pi, n)
-    th = t + y * np.pi
-    x = np.stack([t * np.cos(th), t * np.sin(th)], axis=1) / (3.0 * np.pi)
-    x = x + noise * rng.standard_normal(x.shape)
-    return x * _SCALE["swiss_roll"], y
-
-
-def crescents(n: int = 512, seed: int = 0, noise: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Two interleaving half circles (as scikit-learn's ``make_moons``), Gaussian noise."""
-    rng = np.random.default_rng(seed)
-    y = _split(n, rng)
-    t = rng.uniform(0.0, np.pi, n)
-    upper = np.stack([np.cos(t), np.sin(t)], axis=1)
-    lower = np.stack([1.0 - np.cos(t), 0.5 - np.sin(t)], axis=1)
-    x = np.where(y[:, None] == 0, upper, lower)
-    return x + noise * rng.standard_normal(x.shape), y
-
-
-def spirals(n: int = 512, seed: int = 0, noise: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Two interleaved Archimedean spirals of 1.5 turns, radius up to ~2, Gaussian noise."""
-    rng = np.random.default_rng(seed)
-    y = _split(n, rng)
-    t = np.sqrt(rng.uniform(0.02, 1.0, n)) * 3.0 * np.pi
-    th = t + y * np.pi
-    x = np.stack([t * np.cos(th), t * np.sin(th)], axis=1) * (2.0 / (3.0 * np.pi))
-    return x + noise * rng.standard_normal(x.shape), y
-
-
-def _embedding(dim: int) -> np.ndarray:
-    """A fixed isometry R^3 -> R^dim (orthonormal columns; part of the dataset's definition)."""
-    if dim == 3:
-        return np.eye(3)
-    q, _ = np.linalg.qr(np.random.default_rng(20240412).standard_normal((dim, 3)))
-    return q
-
-
-def helix(n: int = 8192, seed: int = 0, noise: float = 0.0, dim: int = 3,
-          turns: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
-    """A 1-D helix ``(cos t, sin t, t / pi)`` of ``turns`` turns in R^3, embedded isometrically
-    in R^dim (dim >= 3); the class alternates every turn; optional Gaussian noise in R^dim."""
-    if dim < 3:
-        raise ValueError(f"toy: a helix needs dim >= 3, got {dim}")
-    rng = np.random.default_rng(seed)
-    t = rng.uniform(0.0, 2.0 * np.pi * turns, n)
-    x3 = np.stack([np.cos(t), np.sin(t), t / np.pi], axis=1)
-    x = x3 @ _embedding(dim).T
-    y = (np.floor(t / (2.0 * np.pi)).astype(np.int64) % 2)
-    return x + noise * rng.standard_normal(x.shape), y
-
-
-@dataclass(frozen=True)
-class _Spec:
-    fn: object
-    n: int
-    noise: float
-    kwargs: tuple = ()
-
-
-DATASETS: dict[str, _Spec] = {
-    "one_ring": _Spec(one_ring, 512, 0.05),
-    "four_bars": _Spec(four_bars, 512, 0.1),
-    "swiss_roll": _Spec(swiss_roll, 512, 0.0),
-    "crescents": _Spec(crescents, 512, 0.1),
-    "spirals": _Spec(spirals, 512, 0.1),
-    "helix3": _Spec(helix, 8192, 0.0, (("dim", 3),)),
-    "helix12": _Spec(helix, 8192, 0.0, (("dim", 12),)),
-}
-
-
-def make(name: str, n: int | None = None, seed: int = 0, noise: float | None = None):
-    """Samples ``(x [n, d] float64, y [n] int64)`` of a toy dataset (see :data:`DATASETS`)."""
-    if name not in DATASETS:
-        raise ValueError(f"toy: unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
-    s = DATASETS[name]
-    return s.fn(n=s.n if n is None else int(n), seed=seed,
-                noise=s.noise if noise is None else float(noise), **dict(s.kwargs))
-
-
-def oracle_for(name: str, n: int = 20000, seed: int = 12345, n_neighbors: int = 15):
-    """An oracle classifier for a toy dataset: k-NN on a dense sample of its clean class regions.
-
-    The noise of the 2-D sets is kept for the class regions that are themselves noisy bands
-    (one_ring's blob width and four_bars' bar width are part of the shape); crescents and
-    spirals use their noiseless curves; the helices are noiseless already.
-    """
-    from .metrics import knn_oracle
-
-    clean = {"crescents": 0.0, "spirals": 0.0}
-    x, y = make(name, n=n, seed=seed, noise=clean.get(name))
-    return knn_oracle(x, y, 2, n_neighbors=n_neighbors)
-
 
 def vicinal(method: str, x: np.ndarray, y: np.ndarray, *, n_out: int, batch: int = 512, k: int = 32,
             alpha: float = 1.0, gamma: float = 2.8, T: int | None = None, seed: int = 0) -> dict:

@@ -131,7 +131,8 @@ def method_params(label: str, a, alpha_k: float | None) -> dict:
 
 def calibrate_alpha_k(train_dir: str, k: int, alpha: float, size: int) -> dict:
     """Algorithm 1 of the k-mixup paper on the training images at the training size."""
-    from dali_mixup.calibrate import calibrate, load_data
+    from dali_mixup.calibrate import calibrate
+    from dali_mixup.datasets import load_data
 
     x, desc = load_data(train_dir, size=size)
     row = calibrate(x, [k], alpha, seed=0, reference=False)[0]

@@ -8,7 +8,7 @@ import pytest
 import dali_mixup as dm
 from dali_mixup import calibrate as C
 from dali_mixup import metrics as M
-from dali_mixup import toy
+from dali_mixup import datasets
 
 
 def clustered(n=2000, seed=0, n_clusters=6, dim=16, spread=2.0):
@@ -58,8 +58,8 @@ def test_xi_across_alpha_reproduces_table_9():
 
 
 def test_toy_sets_have_table_9_xi_at_alpha_1():
-    for name, xi in toy.TABLE9_XI.items():
-        x, _ = toy.make(name, n=4096)
+    for name, xi in datasets.TABLE9_XI.items():
+        x, _ = datasets.make(name, n=4096)
         row = C.calibrate(x, [1], 1.0, n_pairs=20000, reference=False)[0]
         assert row.xi_target == pytest.approx(xi, rel=0.03), name
 
