@@ -69,3 +69,33 @@ def test_zeta_gather_is_bitwise_and_matmul_within_rounding(T):
     W = mixing_matrix(index, w, include_self=True)
     matmul = _fast.zeta_mix_numpy(x, index, w, "matmul", include_self=True, W=W)
     np.testing.assert_allclose(matmul, ref, rtol=1e-5, atol=1e-6)
+
+
+def _blocks(rng, b, k, nb):
+    idx = rng.permutation(b)[: 2 * nb * k].reshape(2, nb, k)
+    return idx[0], idx[1]
+
+
+@pytest.mark.parametrize("branch", ["small", "whole blocks", "column slices", "threads"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_block_costs_equal_the_plain_expression(branch, dtype, monkeypatch):
+    """Each route of the NumPy cost (all blocks at once, a block at a time, slices of
+    columns, blocks over threads) gives the array-API expression's distances."""
+    from dali_mixup.cost import pairwise_sqdist
+
+    rng = np.random.default_rng(5)
+    b, k, nb, d = 24, 4, 3, 600
+    x = rng.normal(size=(b, d)).astype(dtype)
+    left, right = _blocks(rng, b, k, nb)
+    ref = pairwise_sqdist(x[left], x[right], np)
+    limits = {"small": (1 << 40, 1 << 40, 1e30), "whole blocks": (0, 1 << 40, 1e30),
+              "column slices": (0, 1, 1e30), "threads": (0, 1 << 40, 0)}[branch]
+    for name, value in zip(("_SMALL_BYTES", "_SLICE_BYTES", "_PARALLEL_GRAM_FLOPS"), limits):
+        monkeypatch.setattr(_fast, name, value)
+    monkeypatch.setattr(_fast, "parallel_parts", lambda: 2)
+    tol = dict(rtol=1e-4, atol=1e-2) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-8)
+    np.testing.assert_allclose(_fast.numpy_sqdist(x, left, right), ref, **tol)
+    g = np.einsum("bkd,bjd->bkj", x[left].astype(np.float64), x[right].astype(np.float64))
+    np.testing.assert_allclose(_fast.numpy_sqdist(x, left, right, match_only=True), -2 * g, **tol)
+    np.testing.assert_allclose(_fast.gathered_sqdist(x[left], x[right]), ref, **tol)
+    np.testing.assert_allclose(_fast.gathered_sqdist(x[left], x[right], match_only=True), -2 * g, **tol)
