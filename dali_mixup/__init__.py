@@ -14,7 +14,8 @@ DALI layer (inside ``@pipeline_def``)::
 from .config import PairConfig, ZetaConfig
 from .draws import KMixupDraws, MixDraws, ZetaDraws
 from .kmixup import MixupResult, k_mixup, mixup
-from .cut_mix import MixResult, cutmix, mix
+from .cut import cutmix
+from .switch import MixResult, mix
 from .pairs import PairResult
 from .plan import zeta_weights
 from .zeta import ZetaResult, zeta_mixup

@@ -103,7 +103,7 @@ def xi(original, result, *, reference: str = "nearest") -> float:
 
     Args:
         original: the batch before mixing (what was passed to the operator).
-        result: a :class:`~dali_mixup.MixupResult` or :class:`~dali_mixup.ZetaResult`.
+        result: a :class:`~dali_mixup.PairResult` or :class:`~dali_mixup.ZetaResult`.
         reference: ``"nearest"`` (the paper's min(lam, 1 - lam)) or ``"self"``.
     """
     d = perturbation_distances(original, result.images, sources_of(result), reference=reference)

@@ -248,7 +248,7 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
     """Train and validate with ``cfg``; returns the results dict (rank 0 also writes files)."""
     import torch
 
-    from dali_mixup.torch import soft_target_cross_entropy
+    from dali_mixup.losses import soft_target_cross_entropy
 
     from .models import build_model
 

@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, strategies as st
 
 import dali_mixup as dm
-from dali_mixup import cut_mix as cm, kmixup as km
+from dali_mixup import kmixup as km
+from dali_mixup.draws import MixDraws, draw_mix
+from dali_mixup.plan import boxes
 
 from conftest import clustered, run_dali
 
@@ -41,18 +43,18 @@ def test_box_area_matches_lambda_and_pixels(seed, H, W, lam_mode):
 def test_box_sampling_follows_the_cutmix_paper():
     """Unclipped boxes have sides int(H sqrt(1 - lam)) (up to the centre rounding)."""
     lam = np.array([0.0, 0.19, 0.75, 0.96, 1.0])
-    bx = cm.boxes(100, 60, lam, np.full((5, 2), 0.5))
+    bx = boxes(100, 60, lam, np.full((5, 2), 0.5))
     cut = np.sqrt(1 - lam)
     np.testing.assert_array_equal(bx[:, 1] - bx[:, 0], 2 * ((100 * cut).astype(int) // 2))
     np.testing.assert_array_equal(bx[:, 3] - bx[:, 2], 2 * ((60 * cut).astype(int) // 2))
     # a corner centre is clipped to the image
-    corner = cm.boxes(10, 10, np.array([0.0]), np.array([[0.0, 0.99]]))
+    corner = boxes(10, 10, np.array([0.0]), np.array([[0.0, 0.99]]))
     assert corner.tolist() == [[0, 5, 4, 10]]
 
 
 def test_correct_lam_off_keeps_the_drawn_lambda(rng):
     x = rng.normal(size=(8, 3, 9, 9)).astype(np.float32)
-    d = cm.draw(rng, 8, 0.0, 1.0)
+    d = draw_mix(rng, 8, 0.0, 1.0)
     res = dm.cutmix(x, np.zeros(8, np.int64), num_classes=1, correct_lam=False, lam_mode="sample", draws=d)
     mixed = np.asarray(res.partner) != np.arange(8)
     np.testing.assert_allclose(res.lam[mixed], d.lam_cut[mixed].astype(np.float32))
@@ -62,7 +64,7 @@ def test_lam_modes_share_boxes(rng):
     x = rng.normal(size=(16, 3, 12, 12)).astype(np.float32)
     res = dm.cutmix(x, np.zeros(16, np.int64), num_classes=1, lam_mode="batch", rng=rng)
     assert len({tuple(b) for b in res.boxes}) == 1
-    d = cm.draw(rng, 16, 0.0, 1.0)
+    d = draw_mix(rng, 16, 0.0, 1.0)
     res = dm.cutmix(x, np.zeros(16, np.int64), num_classes=1, lam_mode="block", k=4, draws=d)
     bp = km.plan_blocks(d.u, 16, 4, "disjoint")
     for b in range(bp.left.shape[0]):
@@ -74,7 +76,7 @@ def test_ot_partners_come_from_the_assignment(rng):
     """cutmix(k > 1) pairs samples exactly as k-mixup does for the same pairing draws."""
     x, _ = clustered(rng, 32, 3 * 4 * 4)
     x = x.reshape(32, 3, 4, 4)
-    d = cm.draw(rng, 32, 0.0, 1.0)
+    d = draw_mix(rng, 32, 0.0, 1.0)
     a = dm.cutmix(x, np.zeros(32, np.int64), num_classes=1, k=8, draws=d)
     b = dm.k_mixup(x, np.zeros(32, np.int64), num_classes=1, k=8, draws=km.KMixupDraws(d.u, d.lam))
     skip = np.asarray(a.partner) == np.arange(32)  # a zero-area box leaves a sample alone
@@ -193,7 +195,7 @@ def _replay_mix_draws(sizes, mixup_alpha, cutmix_alpha, max_bs):
     for b in sizes:
         p.feed_input("n", [np.zeros(1, np.uint8)] * b)
         v = np.stack([np.array(t) for t in p.run()[0]])
-        out.append(cm.MixDraws(u=v[:, :2], lam=km.beta_quantile(mixup_alpha or 1.0, v[:, 2]),
+        out.append(MixDraws(u=v[:, :2], lam=km.beta_quantile(mixup_alpha or 1.0, v[:, 2]),
                                lam_cut=km.beta_quantile(cutmix_alpha or 1.0, v[:, 3]),
                                box=v[:, 4:6], coin=v[:, 6:8]))
     return out

@@ -14,7 +14,7 @@ from PIL import Image
 
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-from dali_mixup.torch import soft_target_cross_entropy
+from dali_mixup.losses import soft_target_cross_entropy
 from dali_mixup.pipelines import train
 from dali_mixup.pipelines.imagefolder import imagefolder_pipeline
 from dali_mixup.pipelines.models import SmallCNN

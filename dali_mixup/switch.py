@@ -1,19 +1,14 @@
-"""CutMix, and timm-style switching between mixup and CutMix (array layer).
+"""mixup or CutMix per lam group, as timm's ``Mixup`` (array layer: :func:`mix`).
 
-CutMix (Yun et al., ICCV 2019): a box of the partner image is pasted into the image. The box
-side ratio is ``sqrt(1 - lam)`` with lam ~ Beta(alpha, alpha), its centre uniform over the
-image, and it is clipped to the image; with ``correct_lam`` (timm's default) the label weight
-is recomputed from the clipped area: ``lam = 1 - box_area / (H * W)``.
-
-:func:`mix` is the general operator, after timm's ``Mixup``: per lam group (batch, matched
-block or sample, by ``lam_mode``) a coin decides whether to mix at all (``prob``), a second
-whether to use CutMix instead of mixup (``switch_prob``). Partners are random disjoint pairs
-(k = 1) or come from k-mixup's optimal-transport assignment (k > 1). Every output is::
+Per lam group (batch, matched block or sample, by ``lam_mode``) a coin decides whether to mix
+at all (``prob``), a second whether to use CutMix instead of mixup (``switch_prob``).
+Partners are random disjoint pairs (k = 1) or come from k-mixup's optimal-transport
+assignment (k > 1). Every output is::
 
     x~ = x * (1 - M) + x_partner * M          y~ = lam * y + (1 - lam) * y_partner
 
 with ``M`` the partner's share of each pixel: ``1 - lam`` everywhere for mixup, the box
-indicator for CutMix.
+indicator for CutMix (:mod:`dali_mixup.cut`).
 """
 from __future__ import annotations
 
@@ -22,11 +17,12 @@ from typing import Sequence
 import numpy as np
 
 from .config import PairConfig
-from .draws import MixDraws, draw_mix as draw  # noqa: F401
-from .pairs import PairResult, check_spatial, mix_batch, spatial_axes  # noqa: F401
-from .plan import box_area, boxes  # noqa: F401
+from .draws import MixDraws
+from .pairs import PairResult, mix_batch
 
-#: What :func:`mix` and :func:`cutmix` return.
+OP = "mix"
+
+#: What :func:`mix` and :func:`dali_mixup.cutmix` return (an older name of ``PairResult``).
 MixResult = PairResult
 
 
@@ -59,22 +55,5 @@ def mix(images, labels, *, mixup_alpha: float = 1.0, cutmix_alpha: float = 1.0,
                          switch_prob=switch_prob, k=k, cost=cost, pairing=pairing, lam_mode=lam_mode,
                          correct_lam=correct_lam, num_classes=num_classes,
                          label_smoothing=label_smoothing, dtype=dtype)
-    return mix_batch(cfg, images, labels, layout=layout, features=features, extra=extra,
-                     masks=masks, rng=rng, draws=draws)
-
-
-def cutmix(images, labels, *, alpha: float = 1.0, prob: float = 1.0, k: int = 1,
-           cost: str = "sqeuclidean", pairing: str = "disjoint", lam_mode: str = "batch",
-           correct_lam: bool = True, num_classes: int | None = None, label_smoothing: float = 0.0,
-           layout: str = "CHW", features=None, dtype: str | None = None, extra: Sequence = (),
-           masks: Sequence = (), rng: np.random.Generator | None = None,
-           draws: MixDraws | None = None) -> PairResult:
-    """CutMix (Yun et al. 2019); with k > 1 the partners come from k-mixup's OT matching.
-
-    Arguments as for :func:`mix` (``alpha`` is the CutMix Beta parameter).
-    """
-    cfg = PairConfig.cutmix(alpha=alpha, prob=prob, k=k, cost=cost, pairing=pairing,
-                            lam_mode=lam_mode, correct_lam=correct_lam, num_classes=num_classes,
-                            label_smoothing=label_smoothing, dtype=dtype)
     return mix_batch(cfg, images, labels, layout=layout, features=features, extra=extra,
                      masks=masks, rng=rng, draws=draws)
