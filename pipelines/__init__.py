@@ -4,7 +4,8 @@ The repository keeps them in ``pipelines/``; they are installed as ``dali_mixup.
 
 * :mod:`dali_mixup.pipelines.imagefolder`: ``root/<class>/<image>`` -> file reader -> decode ->
   random resized crop + flip -> CHW float -> one of the mixings in :data:`MIXINGS`:
-  ``none``, ``mixup``, ``kmixup``, ``zeta``, ``cutmix``, ``mixup_cutmix``;
+  ``none``, ``mixup``, ``k_mixup``, ``zeta_mixup``, ``cutmix``, ``mix`` (the operators' names;
+  ``kmixup``, ``zeta``, ``mixup_cutmix`` are accepted as aliases);
 * :mod:`dali_mixup.pipelines.arrays`: in-memory NumPy arrays through ``external_source``;
 * :mod:`dali_mixup.pipelines.models`: a small CNN and ResNet-18 in plain ``torch.nn``;
 * :mod:`dali_mixup.pipelines.train`: the training loop (``DALIGenericIterator``, soft-target
@@ -15,6 +16,6 @@ The repository keeps them in ``pipelines/``; they are installed as ``dali_mixup.
 
 Submodules import DALI and torch lazily; import the one you need.
 """
-from .common import MIXINGS, DeviceError, MixConfig, resolve_device
+from .common import MIXING_ALIASES, MIXINGS, DeviceError, MixConfig, canonical_mixing, resolve_device
 
-__all__ = ["MIXINGS", "DeviceError", "MixConfig", "resolve_device"]
+__all__ = ["MIXINGS", "MIXING_ALIASES", "canonical_mixing", "DeviceError", "MixConfig", "resolve_device"]

@@ -3,7 +3,7 @@
 ::
 
     from dali_mixup.pipelines.arrays import arrays_pipeline
-    pipe, names = arrays_pipeline(x_train, y_train, batch_size=128, mixing="kmixup", k=16,
+    pipe, names = arrays_pipeline(x_train, y_train, batch_size=128, mixing="k_mixup", k=16,
                                   shard_id=rank, num_shards=world)
     it = DALIGenericIterator(pipe, names)     # ends the epoch itself (StopIteration)
 

@@ -6,8 +6,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MIXINGS = ("none", "mixup", "kmixup", "zeta", "cutmix", "mixup_cutmix")
+#: The mixings of the ready-made pipelines, named as the operators (``fn.k_mixup`` ...).
+MIXINGS = ("none", "mixup", "k_mixup", "zeta_mixup", "cutmix", "mix")
+#: Earlier spellings, still accepted (scripts, saved results configs) and mapped to MIXINGS.
+MIXING_ALIASES = {"kmixup": "k_mixup", "zeta": "zeta_mixup", "mixup_cutmix": "mix"}
 DEVICES = ("cpu", "gpu")
+
+
+def canonical_mixing(name: str) -> str:
+    """The :data:`MIXINGS` name of ``name``, which may be an alias (``"kmixup"`` -> ``"k_mixup"``)."""
+    name = MIXING_ALIASES.get(name, name)
+    if name not in MIXINGS:
+        raise ValueError(f"mixing must be one of {', '.join(MIXINGS)} "
+                         f"(or an alias: {', '.join(MIXING_ALIASES)}), got {name!r}")
+    return name
+
+
+def mixing_arg(name: str) -> str:
+    """``argparse`` type of ``--mixing``: an alias becomes its canonical name."""
+    import argparse
+
+    try:
+        return canonical_mixing(name)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 class DeviceError(RuntimeError):
@@ -61,9 +83,10 @@ class MixConfig:
     """Which mixing a training pipeline applies, with its parameters.
 
     Attributes:
-        mixing: ``"none"`` (ERM, one-hot labels), ``"mixup"``, ``"kmixup"``, ``"zeta"``,
-            ``"cutmix"`` or ``"mixup_cutmix"`` (timm-style: per batch mixup or CutMix, each with
-            probability 1/2).
+        mixing: ``"none"`` (ERM, one-hot labels), ``"mixup"``, ``"k_mixup"``, ``"zeta_mixup"``,
+            ``"cutmix"`` or ``"mix"`` (timm-style: per batch mixup or CutMix, each with
+            probability 1/2): the operator of that name. The aliases of
+            :data:`MIXING_ALIASES` are accepted and stored as the canonical name.
         alpha: lam ~ Beta(alpha, alpha) for mixup / k-mixup / CutMix.
         k: k-mixup block size (clamped by the operator to what the batch allows).
         gamma: zeta-mixup exponent, or a ``(low, high)`` range sampled per batch.
@@ -81,8 +104,7 @@ class MixConfig:
     label_smoothing: float = 0.0
 
     def __post_init__(self):
-        if self.mixing not in MIXINGS:
-            raise ValueError(f"mixing must be one of {MIXINGS}, got {self.mixing!r}")
+        object.__setattr__(self, "mixing", canonical_mixing(self.mixing))
 
 
 def apply_mixing(images, labels, mix: MixConfig, num_classes: int, *, seed=None,
@@ -112,14 +134,14 @@ def apply_mixing(images, labels, mix: MixConfig, num_classes: int, *, seed=None,
     if m == "mixup":
         return mfn.mixup(images, labels, alpha=mix.alpha, num_classes=num_classes,
                          label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed, layout=layout)
-    if m == "kmixup":
+    if m == "k_mixup":
         return mfn.k_mixup(images, labels, k=mix.k, alpha=mix.alpha, num_classes=num_classes,
                            cost=mix.cost, label_smoothing=mix.label_smoothing,
                            return_info=return_info, seed=seed, layout=layout)
     if m == "cutmix":
         return mfn.cutmix(images, labels, alpha=mix.alpha, num_classes=num_classes,
                           label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed, layout=layout)
-    if m == "mixup_cutmix":
+    if m == "mix":
         return mfn.mix(images, labels, mixup_alpha=mix.alpha, cutmix_alpha=mix.alpha,
                        switch_prob=0.5, num_classes=num_classes,
                        label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed, layout=layout)

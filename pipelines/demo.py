@@ -50,14 +50,15 @@ from .train import TrainConfig, run, stratified_subset
 
 ZETA_RANGE = (1.72865, 4.0)
 
-#: name shown -> (file name, mixing and its parameters); "alpha_k" is filled in by calibration
+#: name shown -> (file name, mixing and its parameters); "alpha_k" is filled in by calibration.
+#: The file names start with the mixing's name (the operator's: ``k_mixup``, ``zeta_mixup``).
 METHODS = {
     "ERM": ("none", dict(mixing="none")),
     "mixup": ("mixup", dict(mixing="mixup")),
-    "k-mixup": ("kmixup", dict(mixing="kmixup")),
-    "k-mixup-xi": ("kmixup_xi", dict(mixing="kmixup", alpha="alpha_k")),
-    "zeta-mixup": ("zeta", dict(mixing="zeta")),
-    "zeta-mixup-U": ("zeta_U", dict(mixing="zeta", gamma=ZETA_RANGE)),
+    "k-mixup": ("k_mixup", dict(mixing="k_mixup")),
+    "k-mixup-xi": ("k_mixup_xi", dict(mixing="k_mixup", alpha="alpha_k")),
+    "zeta-mixup": ("zeta_mixup", dict(mixing="zeta_mixup")),
+    "zeta-mixup-U": ("zeta_mixup_U", dict(mixing="zeta_mixup", gamma=ZETA_RANGE)),
 }
 
 #: the per-seed scalars compared across methods: key -> (column title, scale, lower is better)
@@ -120,11 +121,11 @@ def schedule(n_full: int, n_subset: int, batch_size: int, epochs: int) -> tuple[
 def method_params(label: str, a, alpha_k: float | None) -> dict:
     """Mixing parameters of a method under the command-line settings ``a``."""
     params = dict(METHODS[label][1])
-    if params["mixing"] in ("mixup", "kmixup"):
+    if params["mixing"] in ("mixup", "k_mixup"):
         params["alpha"] = alpha_k if params.get("alpha") == "alpha_k" else a.alpha
-    if params["mixing"] == "kmixup":
+    if params["mixing"] == "k_mixup":
         params["k"] = a.k
-    if params["mixing"] == "zeta":
+    if params["mixing"] == "zeta_mixup":
         params.setdefault("gamma", a.gamma)
     return params
 
@@ -559,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
                                                  os.path.join(a.out, "learning_curves.png")))
     from .preview import mixed_batch, plot_batch
     grids = {}
-    for mixing, label in (("kmixup", "k-mixup"), ("zeta", "zeta-mixup")):
+    for mixing, label in (("k_mixup", "k-mixup"), ("zeta_mixup", "zeta-mixup")):
         batch = mixed_batch(_train_dir(data), mixing=mixing,
                             batch_size=16, size=size, gray=gray, k=8, alpha=a.alpha,
                             gamma=a.gamma, seed=a.seed, crop_scale=crop_scale, flip=flip,
@@ -567,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         grids[mixing] = plot_batch(batch, os.path.join(a.out, f"{mixing}_batch.png"),
                                    title=f"one {label} batch (k=8 of 16 for the picture): mixed "
                                    "images and their top-3 soft-label weights"
-                                   if mixing == "kmixup" else None)
+                                   if mixing == "k_mixup" else None)
     summary.update(figures=figures, grids=grids, cpu_count=os.cpu_count(),
                    total_time_s=time.perf_counter() - t0)
     legend = (f"methods: k-mixup k={a.k} alpha={a.alpha:g}"

@@ -5,7 +5,7 @@ Training::
     from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
     from dali_mixup.pipelines.imagefolder import scan_imagefolder, imagefolder_pipeline
     folder = scan_imagefolder("data/train")
-    pipe, names = imagefolder_pipeline(folder, batch_size=128, size=224, mixing="kmixup", k=16)
+    pipe, names = imagefolder_pipeline(folder, batch_size=128, size=224, mixing="k_mixup", k=16)
     it = DALIGenericIterator(pipe, names, reader_name="Reader",
                              last_batch_policy=LastBatchPolicy.DROP)
 

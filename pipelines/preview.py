@@ -2,7 +2,7 @@
 
 ::
 
-    dali-mixup preview DIR --mixing kmixup --k 8 --batch-size 16 --out kmixup_batch.png
+    dali-mixup preview DIR --mixing k_mixup --k 8 --batch-size 16 --out k_mixup_batch.png
 
 Every cell shows one mixed image and bars with its top soft-label classes and their weights.
 For mixup and k-mixup the cell title names the partner (``#3 + #11``) and lam, cells of one
@@ -16,10 +16,10 @@ import sys
 
 import numpy as np
 
-from .common import MIXINGS
+from .common import MIXINGS, canonical_mixing, mixing_arg
 
 
-def mixed_batch(source, *, mixing: str = "kmixup", batch_size: int = 16, size: int = 32,
+def mixed_batch(source, *, mixing: str = "k_mixup", batch_size: int = 16, size: int = 32,
                 gray: bool = False, k: int = 8, alpha: float = 1.0, gamma=2.8,
                 T: int | None = None, seed: int = 0, crop_scale=(0.08, 1.0), flip: bool = True,
                 device: str = "cpu"):
@@ -30,6 +30,7 @@ def mixed_batch(source, *, mixing: str = "kmixup", batch_size: int = 16, size: i
 
     from .imagefolder import MEAN_RGB, STD_RGB, imagefolder_pipeline, scan_imagefolder
 
+    mixing = canonical_mixing(mixing)
     folder = source if not isinstance(source, str) else scan_imagefolder(source)
     pipe, names = imagefolder_pipeline(folder, batch_size=batch_size, size=size, gray=gray,
                                        mixing=mixing, k=k, alpha=alpha, gamma=gamma, T=T,
@@ -67,7 +68,7 @@ def plot_batch(batch: dict, path: str, *, top: int = 3, cols: int | None = None,
     rows = -(-n // cols)
     fig = plt.figure(figsize=(1.9 * cols, 2.6 * rows + 0.5))
     outer = fig.add_gridspec(rows, cols, hspace=0.35, wspace=0.35)
-    pair_mode = mixing in ("mixup", "kmixup")
+    pair_mode = mixing in ("mixup", "k_mixup")
     partner = batch["index"].reshape(n, -1)[:, 0].astype(int) if pair_mode else None
     lam = batch["weight"].reshape(n, -1) if mixing != "none" else None
     colors = plt.get_cmap("tab20")
@@ -96,7 +97,7 @@ def plot_batch(batch: dict, path: str, *, top: int = 3, cols: int | None = None,
                 s.set_edgecolor(col)
                 s.set_linewidth(3)
             ax.set_title(f"#{i} + #{j}  λ={float(lam[i, 0]):.2f}", fontsize=7)
-        elif mixing == "zeta":
+        elif mixing == "zeta_mixup":
             idx = batch["index"][i]
             ax.set_title(f"#{i}: self {float(lam[i, 0]):.2f}, #{int(idx[1])} "
                          f"{float(lam[i, 1]):.2f}" if idx.size > 1 else f"#{i}", fontsize=7)
@@ -127,8 +128,8 @@ def plot_batch(batch: dict, path: str, *, top: int = 3, cols: int | None = None,
                                   color=pair_color[key], lw=1.5, alpha=0.6,
                                   arrowstyle="-" if int(partner[j]) == i else "->")
             fig.add_artist(con)
-    names = {"none": "no mixing (ERM)", "mixup": "mixup", "kmixup": "k-mixup",
-             "zeta": "zeta-mixup"}
+    names = {"none": "no mixing (ERM)", "mixup": "mixup", "k_mixup": "k-mixup",
+             "zeta_mixup": "zeta-mixup", "cutmix": "CutMix", "mix": "mixup or CutMix"}
     fig.suptitle(title or f"one {names.get(mixing, mixing)} batch: mixed images and their "
                  f"top-{top} soft-label weights", fontsize=10)
     fig.savefig(path, dpi=110, bbox_inches="tight")
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dali-mixup preview", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("data", metavar="DIR", help="image folder DIR/<class>/<image>")
-    p.add_argument("--mixing", choices=MIXINGS, default="kmixup")
+    p.add_argument("--mixing", type=mixing_arg, choices=MIXINGS, default="k_mixup")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--k", type=int, default=8)
     p.add_argument("--alpha", type=float, default=1.0)

@@ -2,12 +2,12 @@
 
 One process::
 
-    dali-mixup train --data DIR --mixing kmixup --k 16 --epochs 30 --model resnet18 --size 32
-    dali-mixup train --arrays digits --mixing zeta --epochs 20       # in-memory arrays
+    dali-mixup train --data DIR --mixing k_mixup --k 16 --epochs 30 --model resnet18 --size 32
+    dali-mixup train --arrays digits --mixing zeta_mixup --epochs 20       # in-memory arrays
 
 Data parallel (one process per rank, each reading a disjoint shard; gloo on CPU, nccl on GPU)::
 
-    torchrun --standalone --nproc_per_node=2 -m dali_mixup.pipelines.train --data DIR --mixing kmixup
+    torchrun --standalone --nproc_per_node=2 -m dali_mixup.pipelines.train --data DIR --mixing k_mixup
 
 ``DIR`` is ``DIR/train`` + ``DIR/val`` (both ``<class>/<image>``) or one ``<class>/<image>``
 folder split into train/validation (``--val-fraction``). Every epoch ends with a validation
@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from .common import MIXINGS, MixConfig, resolve_device, steps_per_epoch
+from .common import MIXING_ALIASES, MIXINGS, MixConfig, mixing_arg, resolve_device, steps_per_epoch
 from .evaluate import FGSM_EPS, NOISE_SIGMAS
 
 
@@ -82,6 +82,11 @@ class TrainConfig:
     fgsm_eps: tuple = FGSM_EPS          # FGSM step, 0..255 pixel scale
     noise_draws: int = 3             # noisy copies of each validation image per sigma
     ece_bins: int = 15
+
+    def __post_init__(self):
+        # an earlier spelling (a saved results config, an old script) becomes the operator's name
+        # (an unknown name is rejected by run(), before any work)
+        self.mixing = MIXING_ALIASES.get(self.mixing, self.mixing)
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -465,7 +470,8 @@ def build_parser(prog: str = "dali-mixup train") -> argparse.ArgumentParser:
     src.add_argument("--subset-seed", type=int, default=None,
                      help="seed of that subset (default: --seed)")
     mx = p.add_argument_group("mixing")
-    mx.add_argument("--mixing", choices=MIXINGS, default=d.mixing)
+    mx.add_argument("--mixing", type=mixing_arg, choices=MIXINGS, default=d.mixing,
+                    help="the operator that mixes (aliases: kmixup, zeta, mixup_cutmix)")
     mx.add_argument("--alpha", type=float, default=d.alpha, help="Beta(alpha, alpha)")
     mx.add_argument("--k", type=int, default=d.k, help="k-mixup block size")
     mx.add_argument("--gamma", type=float, default=d.gamma, help="zeta-mixup exponent")

@@ -13,7 +13,7 @@ from PIL import Image
 from dali_mixup.pipelines import demo, preview
 
 METHODS = ["ERM", "mixup", "k-mixup", "k-mixup-xi", "zeta-mixup", "zeta-mixup-U"]
-SLUGS = ["none", "mixup", "kmixup", "kmixup_xi", "zeta", "zeta_U"]
+SLUGS = ["none", "mixup", "k_mixup", "k_mixup_xi", "zeta_mixup", "zeta_mixup_U"]
 
 
 def _folder(root, n_per_class=12, num_classes=3):
@@ -66,7 +66,7 @@ def test_demo_quick_on_the_digits(tmp_path, capsys):
             assert res["method"] == m and "robustness" in res
     assert json.load(open(out / "none_25pct_seed0.json"))["num_train"] == 359
     for png in ("learning_curves.png", "noise.png", "fgsm.png", "reliability.png",
-                "kmixup_batch.png", "zeta_batch.png"):
+                "k_mixup_batch.png", "zeta_mixup_batch.png"):
         with Image.open(out / png) as im:
             assert im.size[0] > 500 and im.size[1] > 300
     md = (out / "results.md").read_text()
@@ -135,18 +135,19 @@ def test_paired_differences_and_tables():
     assert demo.table_rows(dict(methods=methods))[0][1] == "91.00 +- 1.00"
 
 
-def test_preview_grid_of_a_kmixup_batch(tmp_path):
+def test_preview_grid_of_a_k_mixup_batch(tmp_path):
     data = _folder(tmp_path / "mine")
-    batch = preview.mixed_batch(data, mixing="kmixup", batch_size=8, size=16, k=4)
+    batch = preview.mixed_batch(data, mixing="k_mixup", batch_size=8, size=16, k=4)
     p = batch["index"].astype(int)
     assert batch["images"].shape == (8, 3, 16, 16) and batch["labels"].shape == (8, 3)
     assert (p[p] == np.arange(8)).all() and (p != np.arange(8)).all()  # matched pairs
     np.testing.assert_allclose(batch["labels"].sum(1), 1.0, rtol=1e-5)
     out = tmp_path / "grid.png"
-    assert preview.main([data, "--mixing", "kmixup", "--batch-size", "8", "--k", "4",
+    assert preview.main([data, "--mixing", "k_mixup", "--batch-size", "8", "--k", "4",
                          "--size", "16", "--out", str(out)]) == 0
     with Image.open(out) as im:
         assert im.size[0] > 600
+    # an earlier spelling of the mixing still works (zeta -> zeta_mixup)
     assert preview.main([data, "--mixing", "zeta", "--batch-size", "8", "--size", "16",
                          "--out", str(tmp_path / "z.png")]) == 0
     assert (tmp_path / "z.png").stat().st_size > 10_000

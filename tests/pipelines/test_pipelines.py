@@ -1,6 +1,7 @@
 """The ready-made pipelines (CPU): outputs, mixing consistency, sharding, last-batch policies."""
 from __future__ import annotations
 
+import argparse
 import os
 
 import numpy as np
@@ -16,9 +17,42 @@ from dali_mixup.pipelines.imagefolder import (imagefolder_pipeline, load_imagefo
                                    split_imagefolder)
 from dali_mixup.pipelines.models import SmallCNN, build_model, resnet18
 
+pytestmark = pytest.mark.dali
+
 N_PER_CLASS = 7
 NUM_CLASSES = 3
 N = N_PER_CLASS * NUM_CLASSES  # 21: odd, so shards and batches do not divide it
+
+
+# ----------------------------------------------------------------------------- mixing names
+
+
+def test_mixings_are_named_as_the_operators():
+    import dali_mixup.fn as mfn
+
+    assert set(common.MIXINGS) == {"none", *mfn.__all__}
+    for name in common.MIXINGS:
+        assert common.canonical_mixing(name) == name
+
+
+@pytest.mark.parametrize("old,new", [("kmixup", "k_mixup"), ("zeta", "zeta_mixup"), ("mixup_cutmix", "mix")])
+def test_earlier_mixing_names_are_accepted_and_stored_as_the_new_ones(old, new):
+    """Scripts and saved results configs may carry the earlier spellings."""
+    from dali_mixup.pipelines.train import TrainConfig, build_parser
+
+    assert common.MIXING_ALIASES[old] == new
+    assert common.MixConfig(mixing=old).mixing == new
+    assert TrainConfig(mixing=old).mixing == new  # TrainConfig(**saved["config"])
+    assert build_parser().parse_args(["--mixing", old]).mixing == new
+    assert common.mixing_arg(old) == new
+
+
+def test_unknown_mixing_names_are_rejected_with_the_choices():
+    with pytest.raises(ValueError, match=r"mixing must be one of none, mixup, k_mixup, zeta_mixup, "
+                                         r"cutmix, mix \(or an alias: kmixup, zeta, mixup_cutmix\), got 'puzzlemix'"):
+        common.MixConfig(mixing="puzzlemix")
+    with pytest.raises(argparse.ArgumentTypeError, match="mixing must be one of"):
+        common.mixing_arg("puzzlemix")
 
 
 def make_folder(root, n_per_class=N_PER_CLASS, num_classes=NUM_CLASSES, size=8):
@@ -75,7 +109,7 @@ def test_scan_orders_classes_and_splits_stratified(folder, tmp_path):
     assert (len(tr), len(va)) == (N, 6) and va.classes == tr.classes
 
 
-@pytest.mark.parametrize("mixing", ["none", "mixup", "kmixup", "zeta"])
+@pytest.mark.parametrize("mixing", ["none", "mixup", "k_mixup", "zeta_mixup"])
 def test_training_pipeline_mixes_images_and_labels_consistently(folder, mixing):
     B = 8
     pipe, names = imagefolder_pipeline(folder, batch_size=B, size=12, gray=True, mixing=mixing,
@@ -94,7 +128,7 @@ def test_training_pipeline_mixes_images_and_labels_consistently(folder, mixing):
         if mixing == "none":
             torch.testing.assert_close(x, orig)
             torch.testing.assert_close(y, onehot)
-        elif mixing in ("mixup", "kmixup"):
+        elif mixing in ("mixup", "k_mixup"):
             p, lam = b["index"].long(), b["weight"].reshape(B, 1)
             assert (p != torch.arange(B)).all(), "disjoint pairing: nobody mixes with itself"
             torch.testing.assert_close(x, lam[:, :, None, None] * orig
@@ -111,7 +145,7 @@ def test_training_pipeline_mixes_images_and_labels_consistently(folder, mixing):
             torch.testing.assert_close(y, torch.einsum("bt,btc->bc", w, onehot[idx]))
 
 
-@pytest.mark.parametrize("mixing", ["cutmix", "mixup_cutmix"])
+@pytest.mark.parametrize("mixing", ["cutmix", "mix"])
 def test_cutmix_pipelines_paste_or_blend_partners(folder, mixing):
     """Every output pixel is the sample's own, its partner's, or (mixup) their blend."""
     B = 8
@@ -172,7 +206,7 @@ def test_last_batch_policies_give_the_documented_batch_sizes(folder, policy, siz
     """pad_last_batch=True (the default): shard sizes 10 and 11, batch 4 (module docstring)."""
     for sid in range(2):
         pipe, names = imagefolder_pipeline(folder, batch_size=4, size=8, gray=True,
-                                           mixing="kmixup", k=2, shard_id=sid, num_shards=2)
+                                           mixing="k_mixup", k=2, shard_id=sid, num_shards=2)
         epochs = run_epochs(pipe, names, policy, epochs=2)
         shard_size = 10 if sid == 0 else 11
         for ep in epochs:

@@ -57,11 +57,11 @@ def learnable(tmp_path_factory):
     return make_learnable_folder(tmp_path_factory.mktemp("learnable"))
 
 
-def test_file_reader_kmixup_iterator_training_steps_lower_the_loss(learnable):
+def test_file_reader_k_mixup_iterator_training_steps_lower_the_loss(learnable):
     """readers.file -> decode -> crop/normalize -> k-mixup -> DALIGenericIterator -> SGD."""
     torch.manual_seed(0)
     pipe, names = imagefolder_pipeline(learnable, batch_size=16, size=8, gray=True,
-                                       mixing="kmixup", k=4, flip=False, crop_scale=(0.8, 1.0))
+                                       mixing="k_mixup", k=4, flip=False, crop_scale=(0.8, 1.0))
     it = DALIGenericIterator(pipe, names, reader_name="Reader",
                              last_batch_policy=LastBatchPolicy.DROP)
     model = SmallCNN(1, 3, width=8)
@@ -98,6 +98,7 @@ def test_file_reader_kmixup_iterator_training_steps_lower_the_loss(learnable):
 
 
 def test_run_writes_results_and_curves_and_learns(learnable, tmp_path):
+    # "zeta", an earlier spelling (as in a saved config), runs and is stored as "zeta_mixup"
     cfg = train.TrainConfig(data=learnable, val_fraction=0.25, mixing="zeta", gray=True, size=8,
                             crop_scale=(0.8, 1.0), flip=False, epochs=6, batch_size=8,
                             optimizer="adamw", lr=0.01, weight_decay=0.0, width=8,
@@ -110,24 +111,24 @@ def test_run_writes_results_and_curves_and_learns(learnable, tmp_path):
     assert all(h["val_samples"] == 12 and h["train_samples"] == 32 for h in hist)
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert res["best_val_acc"] > 1 / 3 + 0.2  # well above chance
-    saved = json.load(open(tmp_path / "zeta.json"))
+    saved = json.load(open(tmp_path / "zeta_mixup.json"))
     assert saved["final_val_acc"] == res["final_val_acc"]
-    assert saved["config"]["mixing"] == "zeta"
-    with Image.open(tmp_path / "zeta.png") as im:
+    assert saved["config"]["mixing"] == "zeta_mixup"
+    with Image.open(tmp_path / "zeta_mixup.png") as im:
         assert im.size[0] > 400 and im.size[1] > 200
 
 
 def test_train_main_on_arrays_and_gpu_error(tmp_path, capsys, monkeypatch):
-    rc = train.main(["--arrays", "digits", "--epochs", "1", "--mixing", "kmixup",
+    rc = train.main(["--arrays", "digits", "--epochs", "1", "--mixing", "kmixup",  # old spelling
                      "--batch-size", "128", "--width", "8", "--out", str(tmp_path),
                      "--no-progress", "--lr", "0.05"])
     assert rc == 0
-    res = json.load(open(tmp_path / "kmixup.json"))
-    assert res["num_train"] == 1438 and res["num_val"] == 359
+    res = json.load(open(tmp_path / "k_mixup.json"))
+    assert res["config"]["mixing"] == "k_mixup" and res["num_train"] == 1438 and res["num_val"] == 359
     assert res["history"][0]["val_samples"] == 359
     assert res["history"][0]["train_samples"] == 1438 // 128 * 128
     assert "final val acc" in capsys.readouterr().out
-    from pipelines import common
+    from dali_mixup.pipelines import common
     monkeypatch.setattr(common, "_dali_gpu_count", lambda: 0)
     rc = train.main(["--arrays", "digits", "--device", "gpu", "--out", str(tmp_path)])
     assert rc == 2
@@ -136,7 +137,7 @@ def test_train_main_on_arrays_and_gpu_error(tmp_path, capsys, monkeypatch):
 
 def test_train_subset_val_every_and_robustness_evaluation(learnable, tmp_path, capsys):
     rc = train.main(["--data", learnable, "--val-fraction", "0.25", "--gray", "--size", "8",
-                     "--crop-scale", "0.8", "1", "--no-flip", "--mixing", "kmixup", "--k", "4",
+                     "--crop-scale", "0.8", "1", "--no-flip", "--mixing", "k_mixup", "--k", "4",
                      "--epochs", "5", "--val-every", "2", "--batch-size", "8", "--width", "8",
                      "--optimizer", "adamw", "--lr", "0.01", "--weight-decay", "0",
                      "--train-fraction", "0.5", "--eval-robustness", "--noise-sigmas", "0", "32",
@@ -144,7 +145,7 @@ def test_train_subset_val_every_and_robustness_evaluation(learnable, tmp_path, c
     assert rc == 0
     text = capsys.readouterr().out
     assert "ECE (15 bins)" in text and "FGSM, acc by eps" in text
-    res = json.load(open(tmp_path / "kmixup.json"))
+    res = json.load(open(tmp_path / "k_mixup.json"))
     # 36 training images (12 per class), half of each class: 18, two full batches of 8
     assert res["num_train"] == 18 and res["steps_per_epoch"] == 2
     hist = res["history"]
@@ -227,16 +228,16 @@ def test_torchrun_two_ranks_read_disjoint_shards(tmp_path):
 def test_torchrun_data_parallel_training(tmp_path, learnable):
     out = tmp_path / "out"
     r = _torchrun(["-m", "dali_mixup.pipelines.train", "--data", learnable, "--val-fraction", "0.25",
-                   "--gray", "--size", "8", "--mixing", "kmixup", "--k", "4", "--epochs", "2",
+                   "--gray", "--size", "8", "--mixing", "k_mixup", "--k", "4", "--epochs", "2",
                    "--batch-size", "4", "--width", "8", "--out", str(out), "--no-progress",
                    "--eval-robustness", "--noise-sigmas", "0", "16", "--fgsm-eps", "0", "8"],
                   tmp_path)
-    res = json.load(open(out / "kmixup.json"))
+    res = json.load(open(out / "k_mixup.json"))
     # the robustness sums of the two validation shards add up to every image once
     rob = res["robustness"]
     assert rob["count"] == 12 and sum(rob["bins"]["count"]) == 12
     assert rob["acc"] == rob["noise_acc"][0] == rob["fgsm_acc"][0] == res["final_val_acc"]
-    assert res["world_size"] == 2 and res["config"]["mixing"] == "kmixup"
+    assert res["world_size"] == 2 and res["config"]["mixing"] == "k_mixup"
     # 36 training images: shards of 18, 4 full batches of 4 per rank, 2 ranks
     assert res["steps_per_epoch"] == 4
     assert all(h["train_samples"] == 2 * 4 * 4 for h in res["history"])
