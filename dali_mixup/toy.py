@@ -1,23 +1,8 @@
-"""Pictures of the vicinal distributions of the three methods on the papers' toy datasets.
+"""Pictures of the vicinal distributions of mixup, k-mixup and zeta-mixup on the papers' toy datasets.
 
-The datasets themselves live in :mod:`dali_mixup.datasets` (re-exported here). k-mixup paper (Greenewald et al.), Figures 1-3 and Table 9, binary classification in 2-D:
-
-* ``one_ring``: a ring (class 1) around a central blob (class 0);
-* ``four_bars``: four parallel bars of alternating classes;
-* ``swiss_roll``: two interleaved spiral arms, one per class.
-
-The paper gives no coordinates; each set is scaled so that 1-mixup at alpha = 1 has the root
-mean squared perturbation xi of Table 9 (0.15, 0.78 and 1.9; :data:`TABLE9_XI`).
-
-zeta-mixup paper (Abhishek et al.), section "Synthetic Data":
-
-* ``crescents``, ``spirals``: two classes, 512 samples, Gaussian noise sigma = 0.1;
-* ``helix3``: 8192 points of a 1-D helix in R^3; ``helix12``: the same helix embedded in R^12
-  by a fixed isometry (a low-dimensional manifold in a high-dimensional ambient space).
-  The two classes alternate every turn.
-
-All generators are seeded NumPy: ``make(name, n=None, seed=0, noise=None) -> (x, y)`` with
-``x [n, d]`` float64 and ``y [n]`` int64.
+The datasets (the k-mixup paper's ``one_ring``, ``four_bars``, ``swiss_roll``; the zeta-mixup
+paper's ``crescents``, ``spirals``, ``helix3``, ``helix12``) are defined in
+:mod:`dali_mixup.datasets`, whose names are re-exported here.
 
 ``dali-mixup toy`` draws, for each dataset, the data and the vicinal distributions of mixup,
 k-mixup and zeta-mixup side by side into a PNG (like Figure 2 of both papers), coloured by

@@ -46,6 +46,7 @@ import numpy as np
 
 from .common import DeviceError
 from .evaluate import FGSM_EPS, NOISE_SIGMAS, mean_std, paired_difference
+from .plots import finish, pyplot
 from .train import TrainConfig, run, stratified_subset
 
 ZETA_RANGE = (1.72865, 4.0)
@@ -273,24 +274,16 @@ def report(summary: dict, table=text_table) -> str:
 # ----------------------------------------------------------------------------- figures
 
 
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _panels(plt, n: int, w: float = 4.6, h: float = 3.6):
-    fig, axes = plt.subplots(1, n, figsize=(w * n, h), squeeze=False)
+def _panels(n: int, w: float = 4.6, h: float = 3.6):
+    fig, axes = pyplot().subplots(1, n, figsize=(w * n, h), squeeze=False)
     return fig, axes[0]
 
 
 def plot_curves(summary: dict, key: str, path: str) -> str:
     """Accuracy against the noise sigma (``key="noise_acc"``) or the FGSM eps
     (``"fgsm_acc"``), one panel per setting, mean +- std over seeds."""
-    plt = _plt()
     grid = summary["noise_sigmas" if key == "noise_acc" else "fgsm_eps"]
-    fig, axes = _panels(plt, len(summary["settings"]))
+    fig, axes = _panels(len(summary["settings"]))
     for ax, s in zip(axes, summary["settings"]):
         for i, (label, agg) in enumerate(s["methods"].items()):
             m = 100 * np.array(agg[key]["mean"])
@@ -301,19 +294,14 @@ def plot_curves(summary: dict, key: str, path: str) -> str:
         ax.set(xlabel=("Gaussian noise sigma" if key == "noise_acc" else "FGSM eps")
                + " (0..255 scale)", ylabel="validation accuracy (%)",
                title=f"{s['name']} ({s['num_train']} images)")
-        ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish(fig, path, axes)
 
 
 def plot_reliability(summary: dict, path: str) -> str:
     """Reliability diagram (accuracy against mean confidence per bin, bins pooled over the
     seeds), one panel per setting; the diagonal is perfect calibration."""
-    plt = _plt()
-    fig, axes = _panels(plt, len(summary["settings"]))
+    fig, axes = _panels(len(summary["settings"]))
     for ax, s in zip(axes, summary["settings"]):
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
         for i, (label, agg) in enumerate(s["methods"].items()):
@@ -325,20 +313,15 @@ def plot_reliability(summary: dict, path: str) -> str:
                 ax.plot(c, a, marker="o", ms=3, color=f"C{i}", label=f"{label} (ECE {ece:.1f}%)")
         ax.set(xlabel="confidence (bin mean)", ylabel="accuracy in the bin",
                title=f"{s['name']}: {summary['ece_bins']} bins", xlim=(0, 1.02), ylim=(0, 1.02))
-        ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish(fig, path, axes)
 
 
 def plot_learning(summary: dict, path: str) -> str:
     """Training loss (on mixed batches), validation loss and accuracy against SGD steps; one
     row per setting, mean over seeds."""
-    plt = _plt()
     n = len(summary["settings"])
-    fig, axes = plt.subplots(n, 2, figsize=(10, 3.4 * n), squeeze=False)
+    fig, axes = pyplot().subplots(n, 2, figsize=(10, 3.4 * n), squeeze=False)
     for (a1, a2), s in zip(axes, summary["settings"]):
         for i, (label, agg) in enumerate(s["methods"].items()):
             h = agg["history"]
@@ -351,13 +334,8 @@ def plot_learning(summary: dict, path: str) -> str:
         a2.set(xlabel="SGD step", ylabel="accuracy (%)", title=f"{s['name']}: validation accuracy")
         a2.set_ylim(max(0, min(100 * x["val_acc"] for agg in s["methods"].values()
                                for x in agg["history"][len(agg["history"]) // 2:]) - 5), 100.5)
-        for ax in (a1, a2):
-            ax.grid(alpha=0.3)
         a2.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish(fig, path, axes.ravel())
 
 
 # ----------------------------------------------------------------------------- running

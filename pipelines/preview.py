@@ -56,10 +56,11 @@ def _to_display(img, mean, std):
 def plot_batch(batch: dict, path: str, *, top: int = 3, cols: int | None = None,
                title: str | None = None) -> str:
     """Draw a batch from :func:`mixed_batch` to ``path`` (PNG)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import ConnectionPatch
+
+    from .plots import finish, pyplot
+
+    plt = pyplot()
 
     images, labels = batch["images"], batch["labels"]
     classes, mixing = batch["classes"], batch["mixing"]
@@ -132,9 +133,7 @@ def plot_batch(batch: dict, path: str, *, top: int = 3, cols: int | None = None,
              "zeta_mixup": "zeta-mixup", "cutmix": "CutMix", "mix": "mixup or CutMix"}
     fig.suptitle(title or f"one {names.get(mixing, mixing)} batch: mixed images and their "
                  f"top-{top} soft-label weights", fontsize=10)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return finish(fig, path, tight=False, bbox_inches="tight")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -217,6 +217,42 @@ class Loaders:
 # ----------------------------------------------------------------------------- training
 
 
+class Progress:
+    """Training progress: a tqdm bar on a terminal, plain lines otherwise.
+
+    On a terminal the bar moves every step and the validation epochs print a line above it.
+    Where the stream is not a terminal (CI logs, ``docker run`` without ``-t``, a pipe) no bar
+    is drawn (its carriage-return redraws would flood the log): every epoch prints one line
+    instead (:attr:`lines` is True).
+    """
+
+    def __init__(self, name: str, total: int, *, enabled: bool = True, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        tty = enabled and bool(getattr(self.stream, "isatty", lambda: False)())
+        self.enabled, self.lines, self.bar = enabled, enabled and not tty, None
+        if tty:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=name, unit="step", dynamic_ncols=True, leave=False,
+                            file=self.stream)
+
+    def step(self, **postfix):
+        """One training step (the bar only)."""
+        if self.bar is not None:
+            self.bar.set_postfix(**postfix, refresh=False)
+            self.bar.update(1)
+
+    def line(self, text: str):
+        """A line of text: above the bar on a terminal, a plain line otherwise."""
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        elif self.enabled:
+            print(text, file=self.stream, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _lr_lambda(total_steps: int, warmup_steps: int):
     def f(step):
         if step < warmup_steps:
@@ -296,11 +332,7 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
     show = cfg.progress and rank == 0
     history = []
     t_start = time.perf_counter()
-    bar = None
-    if show:
-        from tqdm import tqdm
-        bar = tqdm(total=total, desc=name, unit="step", dynamic_ncols=True, leave=False,
-                   file=sys.stderr)
+    progress = Progress(name, total, enabled=show)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     seen, t_train, t0 = 0, 0.0, time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
@@ -318,15 +350,16 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
             sched.step()
             loss_sum += loss.detach().double() * x.shape[0]
             seen += x.shape[0]
-            if bar is not None:
+            if progress.bar is not None:
                 rate = seen * world / max(t_train + time.perf_counter() - t_ep, 1e-9)
-                bar.set_postfix(epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss.item():.3f}",
-                                img_s=f"{rate:.0f}", refresh=False)
-                bar.update(1)
+                progress.step(epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss.item():.3f}", img_s=f"{rate:.0f}")
         loaders.train_it.reset()
         t_train += time.perf_counter() - t_ep
-        if epoch % cfg.val_every and epoch != cfg.epochs:
-            continue  # the next record covers this epoch's training too
+        if epoch % cfg.val_every and epoch != cfg.epochs:  # the next record covers this epoch too
+            if progress.lines:  # this rank's running mean since the last validation
+                progress.line(f"[{name}] epoch {epoch}/{cfg.epochs}  train loss "
+                              f"{loss_sum.item() / max(seen, 1):.4f}  {seen * world / max(t_train, 1e-9):.0f} img/s")
+            continue
         stats = torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64,
                                                     device=device)])
         if world > 1:
@@ -342,12 +375,10 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
         history.append(rec)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         seen, t_train, t0 = 0, 0.0, time.perf_counter()
-        if bar is not None:
-            bar.write(f"[{name}] epoch {epoch}/{cfg.epochs}  train loss {train_loss:.4f}  "
+        progress.line(f"[{name}] epoch {epoch}/{cfg.epochs}  train loss {train_loss:.4f}  "
                       f"val loss {val_loss:.4f}  val acc {val_acc:.4f}  "
                       f"{rec['train_samples_per_s']:.0f} img/s")
-    if bar is not None:
-        bar.close()
+    progress.close()
     robustness = None
     if cfg.eval_robustness:
         robustness = _eval_robustness(model, loaders, cfg, device, rank, world)
@@ -410,11 +441,9 @@ def _jsonable(d):
 
 def plot_history(histories: dict, path: str) -> str:
     """Learning curves (train/val loss, val accuracy per epoch) of one or more runs -> PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .plots import finish, pyplot
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (a1, a2) = pyplot().subplots(1, 2, figsize=(10, 3.8))
     for i, (name, hist) in enumerate(histories.items()):
         ep = [h["epoch"] for h in hist]
         c = f"C{i}"
@@ -426,12 +455,7 @@ def plot_history(histories: dict, path: str) -> str:
     a2.set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy")
     a1.legend(fontsize=7)
     a2.legend(fontsize=8)
-    a1.grid(alpha=0.3)
-    a2.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish(fig, path, (a1, a2))
 
 
 # ----------------------------------------------------------------------------- CLI

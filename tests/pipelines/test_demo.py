@@ -88,8 +88,13 @@ def test_demo_on_a_user_folder(tmp_path, capsys):
     summary = json.load(open(tmp_path / "out" / "summary.json"))
     assert summary["num_train"] + summary["num_val"] == 36 and summary["jobs"] == 2
     # runs in worker processes give the same numbers as runs in this process
-    assert demo.main(args + ["--jobs", "1", "--out", str(tmp_path / "one")]) == 0
+    with_progress = [a for a in args if a != "--no-progress"]  # to a non-terminal
+    assert demo.main(with_progress + ["--jobs", "1", "--out", str(tmp_path / "one")]) == 0
     one = json.load(open(tmp_path / "one" / "summary.json"))
+    err = capsys.readouterr().err  # off a terminal: no bar, one line per epoch of every run
+    assert "\r" not in err
+    epochs = sum(s["epochs"] * len(s["methods"]) * 2 for s in one["settings"])  # 2 seeds
+    assert len([ln for ln in err.splitlines() if re.match(r"\[\S+\] epoch \d+/\d+ ", ln)]) == epochs, err
     for s1, s2 in zip(summary["settings"], one["settings"]):
         for m in s1["methods"]:
             for key in ("acc", "nll", "ece", "fgsm_acc_mean"):

@@ -1,6 +1,7 @@
 """Training end to end on CPU, and data-parallel runs with 2 processes under torchrun (gloo)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -116,6 +117,40 @@ def test_run_writes_results_and_curves_and_learns(learnable, tmp_path):
     assert saved["config"]["mixing"] == "zeta_mixup"
     with Image.open(tmp_path / "zeta_mixup.png") as im:
         assert im.size[0] > 400 and im.size[1] > 200
+
+
+def test_progress_off_a_terminal_is_one_line_per_epoch(learnable, tmp_path, capsys):
+    """CI logs and ``docker run`` without -t: no carriage-return bar, one line per epoch
+    (validated or not), each naming the run and the epoch."""
+    cfg = train.TrainConfig(data=learnable, val_fraction=0.25, mixing="mixup", gray=True, size=8,
+                            epochs=5, val_every=2, batch_size=8, width=8, out=str(tmp_path),
+                            plot=False, progress=True)
+    train.run(cfg)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "it/s" not in err and "step/s" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("[mixup] epoch ")]
+    assert [ln.split()[2] for ln in lines] == [f"{e}/5" for e in range(1, 6)], err
+    assert all("val acc" in lines[e - 1] for e in (2, 4, 5))  # the validated epochs
+    assert not any("val acc" in lines[e - 1] for e in (1, 3))
+
+
+def test_progress_on_a_terminal_is_a_bar():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = Terminal(), io.StringIO()
+    for stream in (tty, pipe):
+        p = train.Progress("run", total=4, stream=stream)
+        for _ in range(4):
+            p.step(loss="0.5")
+        p.line("[run] epoch 1/1  val acc 0.5")
+        p.close()
+    assert "\r" in tty.getvalue() and "[run] epoch 1/1" in tty.getvalue()
+    assert pipe.getvalue() == "[run] epoch 1/1  val acc 0.5\n"
+    quiet = io.StringIO()
+    train.Progress("run", total=1, enabled=False, stream=quiet).line("x")
+    assert quiet.getvalue() == ""
 
 
 def test_train_main_on_arrays_and_gpu_error(tmp_path, capsys, monkeypatch):

@@ -118,14 +118,19 @@ def test_wheel_ships_the_package_and_its_pipelines_and_nothing_top_level(wheel):
     assert "dali-mixup = dali_mixup.cli:main" in zipfile.ZipFile(wheel).read(meta).decode()
 
 
-def test_installed_wheel_imports_and_runs_the_command(env, tmp_path):
-    py, exe = env / "venv" / "bin" / "python", env / "venv" / "bin" / "dali-mixup"
-    code = ("import dali_mixup, dali_mixup.pipelines.demo, dali_mixup.pipelines.train, importlib.util;"
-            "print(dali_mixup.__file__);"
-            "print(importlib.util.find_spec('pipelines'), importlib.util.find_spec('benchmarks'))")
-    r = _run([py, "-c", code], cwd=tmp_path, env=_env_vars(env))
+def _python(home: Path, code: str, cwd: Path) -> str:
+    """Run ``code`` with the Python of the venv under ``home``; its stdout (it must succeed)."""
+    r = _run([home / "venv" / "bin" / "python", "-c", code], cwd=cwd, env=_env_vars(home))
     assert r.returncode == 0, r.stderr
-    where, specs = r.stdout.splitlines()
+    return r.stdout
+
+
+def test_installed_wheel_imports_and_runs_the_command(env, tmp_path):
+    exe = env / "venv" / "bin" / "dali-mixup"
+    where, specs = _python(env, "import dali_mixup, dali_mixup.pipelines.demo, dali_mixup.pipelines.train, "
+                                "importlib.util; print(dali_mixup.__file__); "
+                                "print(importlib.util.find_spec('pipelines'), importlib.util.find_spec('benchmarks'))",
+                           tmp_path).splitlines()
     assert Path(where).is_relative_to(env / "venv"), where
     assert specs == "None None"  # no top-level pipelines or benchmarks package
     r = _run([exe, "--help"], cwd=tmp_path, env=_env_vars(env))
@@ -137,13 +142,12 @@ def test_installed_wheel_imports_and_runs_the_command(env, tmp_path):
 
 
 def test_core_install_runs_the_array_layer_and_names_the_missing_extra(core_env, tmp_path):
-    py, exe = core_env / "venv" / "bin" / "python", core_env / "venv" / "bin" / "dali-mixup"
-    code = ("import numpy as np, dali_mixup as dm, importlib.util;"
-            "r = dm.k_mixup(np.zeros((8, 3, 4, 4), np.float32), np.arange(8) % 2, k=2, num_classes=2);"
-            "print(r.labels.shape, [importlib.util.find_spec(m) for m in ('nvidia', 'torch', 'tqdm')])")
-    r = _run([py, "-c", code], cwd=tmp_path, env=_env_vars(core_env))
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "(8, 2) [None, None, None]"
+    exe = core_env / "venv" / "bin" / "dali-mixup"
+    out = _python(core_env, "import numpy as np, dali_mixup as dm, importlib.util; "
+                            "r = dm.k_mixup(np.zeros((8, 3, 4, 4), np.float32), np.arange(8) % 2, k=2, num_classes=2); "
+                            "print(r.labels.shape, [importlib.util.find_spec(m) for m in ('nvidia', 'torch', 'tqdm')])",
+                  tmp_path)
+    assert out.strip() == "(8, 2) [None, None, None]"
     # the demo without the [train] extra says what to install instead of a traceback
     r = _run([exe, "demo", "--quick", "--out", tmp_path / "out"], cwd=tmp_path, env=_env_vars(core_env))
     assert r.returncode == 1, r.stdout + r.stderr
