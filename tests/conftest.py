@@ -1,4 +1,10 @@
-"""Shared test helpers: small DALI CPU pipelines over in-memory batches."""
+"""Shared test helpers: small DALI CPU pipelines over in-memory batches.
+
+The tests are grouped by feature: ``core/`` (the array layer), ``dali/`` (the DALI operators),
+``pipelines/`` (ready-made pipelines, training, demo), ``tools/`` (command, Docker, docs,
+packaging). Every test under ``dali/`` carries the ``dali`` marker; elsewhere modules and
+tests that build DALI pipelines mark themselves.
+"""
 from __future__ import annotations
 
 import os
@@ -50,6 +56,13 @@ def run_batch(p, imgs, labels):
     p.feed_input("y", list(labels))
     o = p.run()
     return tuple([np.array(t[i]) for i in range(len(t))] for t in o)
+
+
+def pytest_collection_modifyitems(config, items):
+    dali_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dali") + os.sep
+    for item in items:
+        if str(item.path).startswith(dali_dir):
+            item.add_marker(pytest.mark.dali)
 
 
 @pytest.fixture

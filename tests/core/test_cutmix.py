@@ -201,6 +201,7 @@ def _replay_mix_draws(sizes, mixup_alpha, cutmix_alpha, max_bs):
     return out
 
 
+@pytest.mark.dali
 @pytest.mark.parametrize("kw", [dict(mixup_alpha=0.0, cutmix_alpha=1.0),
                                 dict(mixup_alpha=0.4, cutmix_alpha=1.0, switch_prob=0.5, lam_mode="sample", prob=0.8),
                                 dict(mixup_alpha=1.0, cutmix_alpha=1.0, k=3, lam_mode="block")])
@@ -235,6 +236,7 @@ def test_mix_pipeline_equals_array_layer(kw, rng):
         np.testing.assert_array_equal(np.stack(got_mask), ref.masks[0])
 
 
+@pytest.mark.dali
 def test_cutmix_then_zeta_in_one_pipeline(rng):
     """The zeta paper's Table 5 setting: CutMix followed by zeta-mixup; soft labels flow through."""
     import dali_mixup.fn as mfn
@@ -252,6 +254,7 @@ def test_cutmix_then_zeta_in_one_pipeline(rng):
     assert np.all(np.stack(out[0]) <= 255.0 + 1e-3) and np.all(np.stack(out[0]) >= -1e-3)
 
 
+@pytest.mark.dali
 def test_k_mixup_masks_and_extra_in_a_pipeline(rng):
     import dali_mixup.fn as mfn
 
@@ -273,6 +276,7 @@ def test_k_mixup_masks_and_extra_in_a_pipeline(rng):
     np.testing.assert_array_equal(msk, seg[dom])
 
 
+@pytest.mark.dali
 def test_mix_needs_a_layout(rng):
     import dali_mixup.fn as mfn
 
@@ -282,6 +286,7 @@ def test_mix_needs_a_layout(rng):
                  layout="")
 
 
+@pytest.mark.dali
 def test_zeta_extra_and_masks_in_a_pipeline(rng):
     import dali_mixup.fn as mfn
 
@@ -300,3 +305,25 @@ def test_zeta_extra_and_masks_in_a_pipeline(rng):
     np.testing.assert_allclose(img, np.einsum("bt,bthwc->bhwc", weights, x[index]), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ext, 3 * img, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(msk, seg)
+
+
+@pytest.mark.dali
+def test_cutmix_masks_must_share_the_images_layout(rng):
+    x = rng.normal(size=(4, 3, 8, 8)).astype(np.float32)
+    y = np.zeros(4, np.int64)
+    with pytest.raises(ValueError, match=r"cutmix: argument 'masks\[0\]' expected samples with the "
+                                         r"images' layout and height/width.*got 'shape \(8, 8\)'"):
+        dm.cutmix(x, y, num_classes=1, masks=[np.zeros((4, 8, 8), np.uint8)])
+    with pytest.raises(ValueError, match=r"cutmix: argument 'extra\[0\]' expected samples with the images'"):
+        dm.cutmix(x, y, num_classes=1, extra=[np.zeros((4, 3, 8, 9), np.float32)])
+    imgs = [np.ascontiguousarray(a.transpose(1, 2, 0)) for a in x]
+    from nvidia.dali import fn, types
+
+    import dali_mixup.fn as mfn
+
+    def graph(img, lab):
+        mask = fn.cast(img[:, :, 0] > 0, dtype=types.UINT8)  # HW, not HWC
+        return mfn.cutmix(img, lab, num_classes=1, masks=[mask])
+
+    with pytest.raises(RuntimeError, match=r"cutmix: argument 'masks\[0\]' expected samples with the images'"):
+        run_dali(graph, [(imgs, [np.array([0], np.int32)] * 4)], layout="HWC")

@@ -10,8 +10,10 @@ import warnings
 
 import numpy as np
 import pytest
+from nvidia.dali import fn, pipeline_def, types
 
 import dali_mixup as dm
+import dali_mixup.fn as mfn
 
 from conftest import run_dali
 
@@ -63,6 +65,7 @@ def test_argument_errors_array_layer(op, kw, msg):
         OPS[op](x, np.zeros(4, np.int64), **{"num_classes": 2, **kw})
 
 
+@pytest.mark.dali
 @pytest.mark.parametrize("op,kw,msg", ARG_CASES)
 def test_argument_errors_at_graph_build_time(op, kw, msg):
     """Raised while the pipeline graph is defined, before anything runs."""
@@ -79,6 +82,7 @@ def test_argument_errors_at_graph_build_time(op, kw, msg):
         pipe()
 
 
+@pytest.mark.dali
 def test_reader_labels_without_num_classes_fail_at_graph_time(tmp_path):
     from nvidia.dali import fn, pipeline_def
 
@@ -97,6 +101,7 @@ def test_reader_labels_without_num_classes_fail_at_graph_time(tmp_path):
         pipe()
 
 
+@pytest.mark.dali
 def test_non_datanode_inputs_fail_at_graph_time():
     from nvidia.dali import pipeline_def
 
@@ -176,6 +181,7 @@ def test_data_cases_array_layer(op, name, images, labels, kw, msg):
         _array_call(op, images, labels, kw)
 
 
+@pytest.mark.dali
 @pytest.mark.parametrize("op", ["k_mixup", "mixup", "zeta_mixup"])
 @pytest.mark.parametrize("name,images,labels,kw,msg", DATA_CASES, ids=[c[0] for c in DATA_CASES])
 def test_data_cases_in_a_pipeline(op, name, images, labels, kw, msg):
@@ -216,6 +222,7 @@ def test_nan_pixels():
     assert np.all(np.isnan(res.images[bad, 0])) and np.all(np.isfinite(res.images[~bad]))
 
 
+@pytest.mark.dali
 def test_nan_pixels_in_a_pipeline():
     import dali_mixup.fn as mfn
 
@@ -243,6 +250,7 @@ def test_wrong_ndim_array_layer():
         dm.k_mixup(np.zeros((3, 2)), np.zeros((3, 2), np.int64), num_classes=1)
 
 
+@pytest.mark.dali
 def test_warning_not_error_for_small_gamma_in_a_pipeline():
     import dali_mixup.fn as mfn
     from nvidia.dali import fn, pipeline_def
@@ -258,28 +266,37 @@ def test_warning_not_error_for_small_gamma_in_a_pipeline():
     assert any("Theorem 1" in str(m.message) for m in w)
 
 
-@pytest.mark.parametrize("op", ["k_mixup", "mixup", "zeta_mixup"])
-def test_declared_float16_images_are_mixed_in_float32(op):
-    """float16 extremes (+-65504): the cost and blend run in float32, nothing overflows."""
-    from nvidia.dali import fn, pipeline_def, types
+# ---------------------------------------------------------------- dtype and seed errors in a pipeline
 
-    import dali_mixup.fn as mfn
+@pytest.mark.dali
+@pytest.mark.parametrize("op,kw", [("k_mixup", {"k": 2}), ("mixup", {}), ("zeta_mixup", {}),
+                                   ("mix", {})])
+def test_uint8_output_of_float_images_is_an_error(op, kw, rng):
+    imgs = [rng.normal(size=(4, 4, 3)).astype(np.float32) for _ in range(4)]
+    with pytest.raises(RuntimeError, match=f"{op}: argument 'dtype' expected 'uint8' only for uint8 "
+                                           r"images, got \"'uint8' for float32 images\""):
+        run_dali(lambda x, y: getattr(mfn, op)(x, y, num_classes=2, dtype="uint8", **kw),
+                 [(imgs, _ids(*[i % 2 for i in range(4)]))])
 
-    imgs = [np.full((3, 3), 65504 * s, np.float16) for s in (1, -1, 1, -1)]
 
-    @pipeline_def(batch_size=4, num_threads=1, device_id=None, seed=1)
+@pytest.mark.dali
+def test_int64_images_with_features_are_rejected(rng):
+    imgs = [np.ones((4, 4, 3), np.int64) for _ in range(4)]
+
+    def graph(x, y):
+        return mfn.k_mixup(x, y, k=2, num_classes=2, features=fn.cast(x, dtype=types.FLOAT))
+
+    with pytest.raises(RuntimeError, match=r"k_mixup: argument 'images' expected images of dtype uint8, "
+                                           r"float16, float32, float64, got 'dtype int64'"):
+        run_dali(graph, [(imgs, _ids(*[i % 2 for i in range(4)]))])
+
+
+@pytest.mark.dali
+def test_seed_errors_name_the_operator():
+    @pipeline_def(batch_size=2, num_threads=1, device_id=None)
     def pipe():
-        x = fn.external_source(name="x", dtype=types.FLOAT16)
-        y = fn.external_source(name="y")
-        kw = {"k": 2} if op == "k_mixup" else {}
-        return getattr(mfn, op)(x, y, num_classes=1, dtype="float16", **kw) + (
-            getattr(mfn, op)(x, y, num_classes=1, **kw)[0],)
+        x = fn.external_source(name="x")
+        return mfn.zeta_mixup(x, x, num_classes=2, seed=-1)
 
-    p = pipe()
-    p.build()
-    p.feed_input("x", imgs)
-    p.feed_input("y", _ids(0, 0, 0, 0))
-    half, _, full = p.run()
-    full = np.stack([np.array(t) for t in full])
-    assert np.array(half[0]).dtype == np.float16 and full.dtype == np.float32
-    assert np.all(np.isfinite(full)) and np.all(np.abs(full) <= 65504)
+    with pytest.raises(ValueError, match=r"zeta_mixup: argument 'seed' expected an integer >= 0, got -1"):
+        pipe()

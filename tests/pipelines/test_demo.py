@@ -12,6 +12,8 @@ from PIL import Image
 
 from dali_mixup.pipelines import demo, preview
 
+pytestmark = pytest.mark.dali
+
 METHODS = ["ERM", "mixup", "k-mixup", "k-mixup-xi", "zeta-mixup", "zeta-mixup-U"]
 SLUGS = ["none", "mixup", "k_mixup", "k_mixup_xi", "zeta_mixup", "zeta_mixup_U"]
 
@@ -27,6 +29,7 @@ def _folder(root, n_per_class=12, num_classes=3):
     return str(root)
 
 
+@pytest.mark.slow
 def test_demo_quick_on_the_digits(tmp_path, capsys):
     cache, out = tmp_path / "cache", tmp_path / "out"
     assert demo.main(["--quick", "--cache", str(cache), "--out", str(out), "--no-progress"]) == 0

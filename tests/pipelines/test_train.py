@@ -20,6 +20,8 @@ from dali_mixup.pipelines import train
 from dali_mixup.pipelines.imagefolder import imagefolder_pipeline
 from dali_mixup.pipelines.models import SmallCNN
 
+pytestmark = pytest.mark.dali
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
