@@ -6,10 +6,11 @@ import pytest
 
 import dali_mixup as dm
 from dali_mixup import kmixup as km, zeta as zm
+from dali_mixup.draws import draw_mix
+
+import array_api_strict as xps
 
 from conftest import clustered
-
-import array_api_strict as xps  # noqa: E402
 
 
 def _np(a):
@@ -44,6 +45,22 @@ def test_k_mixup_same_draws_same_result(backend, pairing, lam_mode, rng):
     np.testing.assert_allclose(_np(got.images), ref.images, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(_np(got.labels), ref.labels, atol=1e-7)
     assert got.k == ref.k == 6
+
+
+@pytest.mark.parametrize("backend", ["array_api_strict", "torch"])
+@pytest.mark.parametrize("op,kw", [("cutmix", dict(k=4)), ("mix", dict(switch_prob=0.5, lam_mode="sample"))])
+def test_cutmix_and_mix_same_draws_same_result(backend, op, kw, rng):
+    conv, _ = _backends()[backend]
+    B = 24
+    x = rng.normal(size=(B, 3, 7, 6)).astype(np.float32)
+    y = rng.integers(0, 5, size=B)
+    d = draw_mix(rng, B, 1.0, 1.0)
+    ref = getattr(dm, op)(x, y, num_classes=5, draws=d, **kw)
+    got = getattr(dm, op)(conv(x), conv(y), num_classes=5, draws=d, **kw)
+    for name in ("partner", "lam", "boxes", "cut"):
+        np.testing.assert_array_equal(_np(getattr(got, name)), getattr(ref, name))
+    np.testing.assert_allclose(_np(got.images), ref.images, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(_np(got.labels), ref.labels, atol=1e-7)
 
 
 @pytest.mark.parametrize("backend", ["array_api_strict", "torch"])

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nvidia.dali import fn, pipeline_def  # noqa: E402
+from nvidia.dali import fn, pipeline_def
 
-import dali_mixup.fn as mfn  # noqa: E402
+import dali_mixup.fn as mfn
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,8 @@ OPS = {
     "k_mixup": lambda x, y: mfn.k_mixup(x, y, k=2, num_classes=3, lam_mode="sample", return_info=True),
     "mixup": lambda x, y: mfn.mixup(x, y, num_classes=3, return_info=True),
     "zeta_mixup": lambda x, y: mfn.zeta_mixup(x, y, gamma=(2.0, 3.5), num_classes=3, return_info=True),
+    "cutmix": lambda x, y: mfn.cutmix(x, y, num_classes=3, lam_mode="sample", return_info=True, layout="HWC"),
+    "mix": lambda x, y: mfn.mix(x, y, num_classes=3, lam_mode="sample", return_info=True, layout="HWC"),
 }
 
 
