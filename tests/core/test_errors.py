@@ -166,7 +166,8 @@ def _array_call(op, images, labels, kw):
 @pytest.mark.parametrize("name,images,labels,kw,msg", DATA_CASES, ids=[c[0] for c in DATA_CASES])
 def test_data_cases_array_layer(op, name, images, labels, kw, msg):
     if name == "ragged shapes":  # the array layer takes one array: a ragged list is not one
-        with pytest.raises(ValueError, match=f"{op}: argument 'images' expected an array"):
+        with pytest.raises(ValueError, match=f"{op}: argument 'images' expected an array "
+                                             r"\(NumPy, CuPy, torch or any array API namespace\), got 'list'"):
             OPS[op](images, np.stack(labels), **kw)
         return
     kw = {**kw, **({"k": 2} if op == "k_mixup" else {})}
@@ -220,6 +221,16 @@ def test_nan_pixels():
     res = dm.mixup(x, np.zeros(4, np.int64), num_classes=1, rng=np.random.default_rng(0))
     bad = (np.arange(4) == 1) | (res.partner == 1)
     assert np.all(np.isnan(res.images[bad, 0])) and np.all(np.isfinite(res.images[~bad]))
+
+
+@pytest.mark.dali
+@pytest.mark.parametrize("op", ["cutmix", "mix"])
+def test_ragged_batches_in_a_pipeline_name_the_sample(op):
+    """The pair operators with boxes check shapes too (the data cases above cover the others)."""
+    name, images, labels, kw, msg = DATA_CASES[0]
+    assert name == "ragged shapes"
+    with pytest.raises(RuntimeError, match=f"{op}: " + msg):
+        run_dali(lambda x, y: getattr(mfn, op)(x, y, **kw), [(images, labels)], layout="HWC")
 
 
 @pytest.mark.dali
