@@ -327,3 +327,15 @@ def test_cutmix_masks_must_share_the_images_layout(rng):
 
     with pytest.raises(RuntimeError, match=r"cutmix: argument 'masks\[0\]' expected samples with the images'"):
         run_dali(graph, [(imgs, [np.array([0], np.int32)] * 4)], layout="HWC")
+
+
+def test_public_names_are_the_functions_and_one_result_class():
+    """dm.cutmix / dm.mix are the functions (their modules are named cut and switch, so no
+    submodule import can shadow them); the pair operators share one result class."""
+    import importlib
+
+    assert importlib.import_module("dali_mixup.cut").cutmix is dm.cutmix
+    assert importlib.import_module("dali_mixup.switch").mix is dm.mix
+    assert callable(dm.cutmix) and callable(dm.mix)
+    assert dm.MixResult is dm.MixupResult is dm.PairResult
+    assert importlib.import_module("dali_mixup.losses").soft_target_cross_entropy
