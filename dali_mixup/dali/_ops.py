@@ -352,6 +352,24 @@ class DeviceOp(Op):
                      device=getattr(samples[0], "device", None))
         return unstack(z)
 
+    @staticmethod
+    def batch(a) -> tuple:
+        """An apply operator's batch: ``(xp, images [B, ...] in the working dtype, their dtype
+        name, the working dtype, plan rows stacked)``."""
+        images = a["images"]
+        xp = namespace_of(images[0])
+        name = dtype_name(xp, images[0].dtype)
+        wd = xp.float64 if name == "float64" else xp.float32
+        return xp, xp.astype(stack(images, xp), wd), name, wd, stack(a["plan"], xp)
+
+    def output_images(self, mixed, name: str, xp):
+        """The mixed images in the output dtype; left in the working dtype when the CPU check
+        will reject the batch (an unsupported dtype, or ``dtype="uint8"`` for other images)."""
+        cfg = self.cfg
+        if name in _checks.IMAGE_DTYPES and not (cfg.dtype == "uint8" and name != "uint8"):
+            return finalize(mixed, name, cfg.dtype, xp, cfg.op)
+        return mixed
+
     def fallback(self, a) -> dict:
         """Well-formed outputs after a failure: zeros for the images and ``extra`` tensors, the
         ``masks`` as they came, ``facts`` status 1 (an apply operator's outputs)."""
@@ -492,23 +510,16 @@ class PairApply(DeviceOp):
 
     def run(self, a):
         cfg = self.cfg
-        images = a["images"]
-        b = len(images)
-        if not b:
+        if not a["images"]:
             return {n: [] for n in self.outputs}
-        xp = namespace_of(images[0])
-        name = dtype_name(xp, images[0].dtype)
-        facts = self.facts(xp, images, 0, [dtype_code(xp, images[0].dtype)])
-        wd = xp.float64 if name == "float64" else xp.float32
-        P = stack(a["plan"], xp)
+        xp, x, name, wd, P = self.batch(a)
         pa = PairArrays.from_rows(P, xp, wd)
         axes = self.axes
         if cfg.uses_cutmix and axes is None:  # layout known at run time only: 2 numbers to host
             axes = tuple(int(v) for v in to_numpy(P[0, PairArrays.WIDTH:PairArrays.WIDTH + 2]))
-        mixed = mix_pairs(xp.astype(stack(images, xp), wd), pa, cutmix=cfg.uses_cutmix, axes=axes, xp=xp)
-        if name in _checks.IMAGE_DTYPES and not (cfg.dtype == "uint8" and name != "uint8"):
-            mixed = finalize(mixed, name, cfg.dtype, xp, cfg.op)
-        out = {"images": unstack(mixed), "facts": facts}
+        mixed = mix_pairs(x, pa, cutmix=cfg.uses_cutmix, axes=axes, xp=xp)
+        out = {"images": unstack(self.output_images(mixed, name, xp)),
+               "facts": self.facts(xp, a["images"], 0, [dtype_code(xp, a["images"][0].dtype)])}
         for n in self.extra:
             out[n] = unstack(mix_pairs(xp.astype(stack(a[n], xp), wd), pa, cutmix=cfg.uses_cutmix,
                                        axes=axes, xp=xp))
@@ -576,19 +587,12 @@ class ZetaApply(DeviceOp):
         return zeta_mix_reference(x, xp.astype(P[:, 0, :], xp.int64), xp.astype(P[0, 1, :], x.dtype), xp)
 
     def run(self, a):
-        cfg = self.cfg
-        images = a["images"]
-        b = len(images)
-        if not b:
+        if not a["images"]:
             return {n: [] for n in self.outputs}
-        xp = namespace_of(images[0])
-        name = dtype_name(xp, images[0].dtype)
-        wd = xp.float64 if name == "float64" else xp.float32
-        P = stack(a["plan"], xp)
-        mixed = self._mix(xp.astype(stack(images, xp), wd), P, xp)
-        if name in _checks.IMAGE_DTYPES and not (cfg.dtype == "uint8" and name != "uint8"):
-            mixed = finalize(mixed, name, cfg.dtype, xp, cfg.op)
-        out = {"images": unstack(mixed), "facts": self.facts(xp, images, 0, [dtype_code(xp, images[0].dtype)])}
+        xp, x, name, wd, P = self.batch(a)
+        mixed = self._mix(x, P, xp)
+        out = {"images": unstack(self.output_images(mixed, name, xp)),
+               "facts": self.facts(xp, a["images"], 0, [dtype_code(xp, a["images"][0].dtype)])}
         for n in self.extra:
             out[n] = unstack(self._mix(xp.astype(stack(a[n], xp), wd), P, xp))
         return out
