@@ -170,7 +170,7 @@ def test_the_legacy_executor_refuses_the_gpu_graph(stub_cupy):
         _gpu_graph(GPU_CASES["mixup"], executor=dict(exec_async=False, exec_pipelined=False))
 
 
-@pytest.mark.parametrize("mixing", ["mixup", "kmixup", "cutmix", "mixup_cutmix", "zeta"])
+@pytest.mark.parametrize("mixing", ["mixup", "k_mixup", "cutmix", "mix", "zeta_mixup"])
 def test_ready_made_gpu_pipelines_build(mixing, stub_cupy, monkeypatch):
     import dali_mixup.pipelines.arrays as arrays
 
