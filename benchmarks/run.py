@@ -36,6 +36,8 @@ from typing import Callable
 
 import numpy as np
 
+from . import arrays, loop, report
+
 NOT_MEASURED_GPU = "not measured (no GPU)"
 B_DEFAULT = 256
 REF_FILL = 1000.0  # the authors' fill value outside the diagonal blocks
@@ -348,7 +350,6 @@ def suite_breakdown(be: Backend, timer: Timer, floor: dict, ds, solver_ks, b: in
     from scipy.optimize import linear_sum_assignment
 
     from dali_mixup.apply import blend
-    from dali_mixup.assign import solve_blocks
     from dali_mixup.config import PairConfig
     from dali_mixup.cost import block_costs
     from dali_mixup.draws import draw_pairs
@@ -402,95 +403,6 @@ def suite_breakdown(be: Backend, timer: Timer, floor: dict, ds, solver_ks, b: in
     return {"solver": solver, "distance": distance, "stages": stages, "lap_installed": have_lap}
 
 
-# ----------------------------------------------------------------------------- DALI pipeline
-
-
-def make_image_files(root: Path, n: int, size: int = 32, classes: int = 10) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c in range(classes):
-        (root / f"class_{c:02d}").mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        c = i % classes
-        img = (rng.random((size, size, 3)) * 64 + c * 16).astype(np.uint8)
-        Image.fromarray(img).save(root / f"class_{c:02d}" / f"img_{i:05d}.jpg", quality=90)
-    return root
-
-
-PIPELINE_VARIANTS = ("no mixing", "DALI-native mixup", "fn.mixup", "fn.mixup(layout='CHW')",
-                     "fn.k_mixup(k=16)", "fn.k_mixup(k=16, layout='CHW')", "fn.zeta_mixup")
-
-
-def _build_pipeline(root: str, variant: str, device: str, b: int, threads: int):
-    from nvidia.dali import fn, pipeline_def, types
-
-    import dali_mixup.fn as mfn
-
-    gpu = device == "gpu"
-
-    @pipeline_def(batch_size=b, num_threads=threads, device_id=0 if gpu else None, seed=1234,
-                  prefetch_queue_depth=1)  # default executor: GPU -> CPU edges need it
-    def pipe():
-        jpegs, labels = fn.readers.file(file_root=root, random_shuffle=True, seed=42, name="Reader")
-        images = fn.decoders.image(jpegs, device="mixed" if gpu else "cpu", output_type=types.RGB)
-        images = fn.crop_mirror_normalize(
-            images, dtype=types.FLOAT, output_layout="CHW", crop=(32, 32),
-            mean=[0.485 * 255, 0.456 * 255, 0.406 * 255], std=[0.229 * 255, 0.224 * 255, 0.225 * 255],
-            mirror=fn.random.coin_flip())
-        if variant == "no mixing":
-            return images, labels
-        if variant == "DALI-native mixup":
-            perm = fn.batch_permutation()
-            lam = fn.random.beta(alpha=1.0, beta=1.0)
-            onehot = fn.one_hot(labels, num_classes=10, dtype=types.FLOAT)
-            lam_img = lam.gpu() if gpu else lam
-            mixed = lam_img * images + (1.0 - lam_img) * fn.permute_batch(images, indices=perm)
-            soft = lam * onehot + (1.0 - lam) * fn.permute_batch(onehot, indices=perm)
-            return mixed, soft
-        # layout='CHW': the output carries the layout (no take-over copy of the batch)
-        layout = "CHW" if "layout=" in variant else None
-        if variant.startswith("fn.mixup"):
-            return mfn.mixup(images, labels, num_classes=10, layout=layout)
-        if variant.startswith("fn.k_mixup(k=16"):
-            return mfn.k_mixup(images, labels, k=16, num_classes=10, layout=layout)
-        if variant == "fn.zeta_mixup":
-            return mfn.zeta_mixup(images, labels, num_classes=10)
-        raise ValueError(variant)
-
-    p = pipe()
-    p.build()
-    return p
-
-
-def suite_pipeline(be: Backend, timer: Timer, b: int, n_images: int, batches_per_sample: int) -> dict:
-    with tempfile.TemporaryDirectory(prefix="dali_mixup_bench_") as tmp:
-        root = make_image_files(Path(tmp) / "images", n_images)
-        threads = min(4, os.cpu_count() or 1)
-        pipes = {v: _build_pipeline(str(root), v, be.device, b, threads) for v in PIPELINE_VARIANTS}
-
-        def runner(p):
-            def f():
-                for _ in range(batches_per_sample):
-                    out = p.run()
-                be.sync()
-                return out
-            return f
-
-        for p in pipes.values():  # warm-up: first batches allocate
-            p.run()
-        t = timer({v: runner(p) for v, p in pipes.items()}, budget=6.0)
-        del pipes
-    per_batch = {v: s / batches_per_sample for v, s in t.items()}
-    base, native = per_batch["no mixing"], per_batch["DALI-native mixup"]
-    rows = [{"variant": v, "time_per_batch_s": s, "batches_per_s": 1.0 / s, "over_no_mixing": s / base,
-             "over_native_mixup": s / native} for v, s in per_batch.items()]
-    for r in rows:
-        _log(f"pipeline {r['variant']}: {r['batches_per_s']:.1f} batches/s ({r['over_no_mixing']:.2f}x none)")
-    return {"B": b, "image_size": 32, "num_threads": threads, "n_images": n_images,
-            "decoder": "mixed" if be.device == "gpu" else "cpu", "rows": rows}
-
-
 # ----------------------------------------------------------------------------- targets
 
 
@@ -510,23 +422,21 @@ def evaluate_targets(res: dict) -> list:
         met = value >= limit if better == "higher" else value <= limit
         out.append({"target": name, "value": value, "limit": limit, "met": bool(met)})
 
-    km, zt, pl = res.get("kmixup"), res.get("zeta"), res.get("pipeline")
-    r = find(km, k=16, D=3072)
-    add("k-mixup k=16 D=3072: reference / ours >= 20", r and r["reference_over_ours"], 20.0, "higher")
-    add("k-mixup k=16 D=3072: ours / 1-mixup <= 2", r and r["ours_over_mixup1"], 2.0, "lower")
-    for k in (16, 32, 64):
-        r = find(km, k=k, D=150528)
-        if r is not None or k == 16:
-            add(f"k-mixup k={k} D=150528: ours / 1-mixup <= 1.5", r and r["ours_over_mixup1"], 1.5, "lower")
-    r = find(zt, B=32, T=32, D=150528)
-    add("zeta [32,3,224,224]: ours / 1-mixup <= 1", r and r["ours_over_mixup1"], 1.0, "lower")
-    r = find(zt, B=256, T=256, D=3072)
-    add("zeta T=B=256 D=3072: ours / 1-mixup <= 5", r and r["ours_over_mixup1"], 5.0, "lower")
-    rows = pl.get("rows") if isinstance(pl, dict) else None
-    r = find(rows, variant="fn.k_mixup(k=16)")
-    add("pipeline k-mixup / DALI-native mixup <= 1.3", r and r["over_native_mixup"], 1.3, "lower")
-    add("pipeline k-mixup / no mixing <= 2", r and r["over_no_mixing"], 2.0, "lower")
-    return out
+    km, zt = res.get("kmixup"), res.get("zeta")
+    if isinstance(km, list):
+        r = find(km, k=16, D=3072)
+        add("k-mixup k=16 D=3072: reference / ours >= 20", r and r["reference_over_ours"], 20.0, "higher")
+        add("k-mixup k=16 D=3072: ours / 1-mixup <= 2", r and r["ours_over_mixup1"], 2.0, "lower")
+        for k in (16, 32, 64):
+            r = find(km, k=k, D=150528)
+            if r is not None or k == 16:
+                add(f"k-mixup k={k} D=150528: ours / 1-mixup <= 1.5", r and r["ours_over_mixup1"], 1.5, "lower")
+    if isinstance(zt, list):
+        r = find(zt, B=32, T=32, D=150528)
+        add("zeta [32,3,224,224]: ours / 1-mixup <= 1", r and r["ours_over_mixup1"], 1.0, "lower")
+        r = find(zt, B=256, T=256, D=3072)
+        add("zeta T=B=256 D=3072: ours / 1-mixup <= 5", r and r["ours_over_mixup1"], 5.0, "lower")
+    return report.comparison_targets(res) + out
 
 
 # ----------------------------------------------------------------------------- report
@@ -547,19 +457,23 @@ def to_markdown(res: dict) -> str:
              f"numpy {m['numpy']}, scipy {m['scipy']}, DALI {m.get('dali', '-')} · {m['cpus']} CPUs", ""]
     if res.get("status"):
         lines += [f"**{res['status']}**", ""]
+    gpu = m["device"] == "gpu"
+    if not gpu:
+        lines += ["GPU: every GPU column reads \"not measured on GPU\" until `dali-mixup bench --device gpu` "
+                  "runs on a machine with one.", ""]
+    lines += report.floors_markdown(res) + report.targets_markdown(res.get("targets", []))
+    lines += report.sources_markdown(res) + report.arrays_markdown(res, gpu)
+    lines += report.iterator_markdown(res, gpu) + report.training_markdown(res, gpu)
     fl = res.get("floor")
-    if isinstance(fl, dict):
-        lines += [f"Physical floor measured in this run: copy bandwidth **{fl['bandwidth_GBps']:.1f} GB/s** "
+    if any(s in res for s in ("kmixup", "zeta", "breakdown")) and isinstance(fl, dict):
+        lines += ["## The array layer in depth", "",
+                  f"Physical floor measured in this run: copy bandwidth **{fl['bandwidth_GBps']:.1f} GB/s** "
                   f"(read + write), sgemm **{fl['sgemm_GFLOPs']:.0f} GFLOP/s** (n = {fl['sgemm_n']}). "
                   "`x floor` = measured time / (larger of bytes moved at that bandwidth and flops at "
                   "that peak); 1.0 is the physical limit.", ""]
-    lines += ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
-    for t in res.get("targets", []):
-        met = "not measured" if t["met"] is None else ("yes" if t["met"] else "**no**")
-        lines.append(f"| {t['target']} | {_x(t['value'])} | {met} |")
-    lines.append("")
     km = res.get("kmixup")
-    lines += ["## 1. k-mixup (B=256) vs the authors' reference, 1-mixup and a copy", ""]
+    if km is not None:
+        lines += ["### k-mixup (B=256) vs the authors' reference, 1-mixup and a copy", ""]
     if isinstance(km, list):
         lines += ["| k | D | ours ms | reference ms | 1-mixup ms | copy ms | ref/ours | ours/1-mixup | "
                   "ours x floor | 1-mixup x floor |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -568,11 +482,12 @@ def to_markdown(res: dict) -> str:
             lines.append(f"| {r['k']} | {r['D']} | {_ms(t['ours'])} | {_ms(t['reference'])} | {_ms(t['mixup1'])} | "
                          f"{_ms(t['copy'])} | {_x(r['reference_over_ours'])} | {_x(r['ours_over_mixup1'])} | "
                          f"{_x(xf['ours'])} | {_x(xf['mixup1'])} |")
-    else:
-        lines.append(str(km))
-    lines.append("")
+        lines.append("")
+    elif km is not None:
+        lines += [str(km), ""]
     zt = res.get("zeta")
-    lines += ["## 2. zeta-mixup (T = B, and T < B at B = 256) vs the paper's einsum and 1-mixup", ""]
+    if zt is not None:
+        lines += ["### zeta-mixup (T = B, and T < B at B = 256) vs the paper's einsum and 1-mixup", ""]
     if isinstance(zt, list):
         lines += ["| B | T | D | method | ours ms | einsum ms | 1-mixup ms | einsum/ours | ours/1-mixup | "
                   "ours x floor | ours' floor / blend floor |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -586,22 +501,12 @@ def to_markdown(res: dict) -> str:
         lines += ["", "An exact T = B mix is a B x B x D product (2 B^2 D flops); with T - 1 <= B/48 the mix "
                   "is T - 1 gather passes instead. The last column is that floor over the blend's floor: "
                   "the best any implementation of the same computation can do against 1-mixup."]
-    else:
-        lines.append(str(zt))
-    lines.append("")
-    pl = res.get("pipeline")
-    lines += ["## 3. DALI pipeline (file reader, decode, crop_mirror_normalize, 32x32, B=256)", ""]
-    if isinstance(pl, dict):
-        lines += [f"decoder `{pl['decoder']}`, {pl['num_threads']} threads, {pl['n_images']} JPEG files.", "",
-                  "| variant | batches/s | ms/batch | / no mixing | / DALI-native mixup |", "|---|---|---|---|---|"]
-        for r in pl["rows"]:
-            lines.append(f"| {r['variant']} | {r['batches_per_s']:.1f} | {_ms(r['time_per_batch_s'])} | "
-                         f"{_x(r['over_no_mixing'])} | {_x(r['over_native_mixup'])} |")
-    else:
-        lines.append(str(pl))
-    lines.append("")
+        lines.append("")
+    elif zt is not None:
+        lines += [str(zt), ""]
     bd = res.get("breakdown")
-    lines += ["## 4. Where the time goes", ""]
+    if bd is not None:
+        lines += ["### Where the array layer's k-mixup time goes", ""]
     if isinstance(bd, dict):
         names = list(bd["solver"][0]["per_block_s"]) if bd["solver"] else []
         lines += ["Assignment solver, per k x k block (us), and per B=256 batch (disjoint halves):", "",
@@ -618,9 +523,9 @@ def to_markdown(res: dict) -> str:
             lines.append(f"| {s['k']} | {s['D']} | {_ms(t['blocks'])} | {_ms(t['distance'])} | "
                          f"{_ms(t['solve+plan'])} | {_ms(t['blend'])} | {dd['GFLOPs']:.3g} | "
                          f"{_x(dd['x_floor'])} |")
-    else:
-        lines.append(str(bd))
-    lines.append("")
+        lines.append("")
+    elif bd is not None:
+        lines += [str(bd), ""]
     return "\n".join(lines)
 
 
@@ -644,36 +549,105 @@ def _versions() -> dict:
     return v
 
 
+#: the comparison suites (run by default) and the array layer's own suites
+COMPARISON_SUITES = ("arrays", "iterator", "training")
+ARRAY_SUITES = ("kmixup", "zeta", "breakdown")
+ALL_SUITES = COMPARISON_SUITES + ARRAY_SUITES
+
+#: (role, image size, batch, JPEG files, batches per block, rounds): full run, then --quick
+ITERATOR_CONFIGS = {False: (("small", 32, 256, 1024, 20, 9), ("large", 224, 64, 256, 4, 7)),
+                    True: (("small", 16, 32, 64, 2, 2), ("large", 32, 8, 32, 2, 2))}
+#: (model, image size, batch, JPEG files, steps per block, rounds); ResNet-18 at 64x64 (ImageNet stem):
+#: at 224x224 one step takes seconds on a 2-core CPU
+TRAINING_CONFIGS = {False: (("small_cnn", 32, 256, 1024, 10, 5), ("resnet18", 64, 64, 256, 4, 5)),
+                    True: (("small_cnn", 16, 32, 64, 1, 2), ("resnet18", 32, 8, 32, 1, 2))}
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="dali-mixup bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smoke test: small sizes, few repeats (< 30 s)")
+    p.add_argument("--quick", action="store_true", help="smoke test: small sizes, few repeats (< 1 min)")
     p.add_argument("--out", default="bench-results", help="folder for results.json and results.md")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    p.add_argument("--suites", default="kmixup,zeta,pipeline,breakdown",
-                   help="comma-separated subset of kmixup,zeta,pipeline,breakdown")
+    p.add_argument("--suites", default=",".join(COMPARISON_SUITES),
+                   help=f"comma-separated subset of {','.join(ALL_SUITES)}, or 'all' "
+                        f"(default: {','.join(COMPARISON_SUITES)})")
     return p.parse_args(argv)
+
+
+def gpu_for_torch(device: str) -> None:
+    """On ``--device gpu`` the peers run on CUDA tensors: torch must see the GPU."""
+    if device != "gpu":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"torch {torch.__version__} sees no CUDA device (a CPU build of torch, or no GPU)")
+
+
+def torch_timer(device: str, quick: bool) -> Callable:
+    sync = loop.sync_for(device)
+    if quick:
+        return lambda fns, budget=None: interleaved(fns, sync, budget=0.2, min_rounds=2, max_rounds=3,
+                                                    sample_target=0.005)
+    return lambda fns, budget=None: interleaved(fns, sync, budget=budget or 3.0, min_rounds=5, max_rounds=15,
+                                                sample_target=0.05)
+
+
+def run_comparison(res: dict, suites: list, device: str, q: bool) -> None:
+    """The comparison suites: array level, through the iterator, training throughput."""
+    bw = res["floor"]["bandwidth_GBps"]
+    if "arrays" in suites:
+        tm = torch_timer(device, q)
+        res["arrays"] = []
+        for _, size, b, *_ in ITERATOR_CONFIGS[q]:
+            res["arrays"].append(arrays.suite_arrays(device, tm, batch=b, size=size, bandwidth_GBps=bw))
+            _log(f"arrays {size}x{size} B={b}: " + ", ".join(
+                f"{r['name']} {r['time_s'] * 1e3:.2f} ms" for r in res["arrays"][-1]["rows"]))
+    with tempfile.TemporaryDirectory(prefix="dali_mixup_bench_") as tmp:
+        if "iterator" in suites:
+            res["iterator"] = []
+            for role, size, b, n, per_block, rounds in ITERATOR_CONFIGS[q]:
+                c = loop.suite_iterator(device, batch=b, size=size, n_images=n, n_per_block=per_block,
+                                        rounds=rounds, bandwidth_GBps=bw, tmp=Path(tmp))
+                c["role"] = role
+                res["iterator"].append(c)
+                for r in c["rows"]:
+                    _log(f"iterator {size}x{size} B={b} {r['variant']}: {r['time_per_batch_s'] * 1e3:.2f} ms "
+                         f"({r['over_no_mixing']:.2f}x no mixing)")
+        if "training" in suites:
+            res["training"] = []
+            for model, size, b, n, per_block, rounds in TRAINING_CONFIGS[q]:
+                c = loop.suite_training(device, model=model, batch=b, size=size, n_images=n,
+                                        n_per_block=per_block, rounds=rounds, tmp=Path(tmp))
+                res["training"].append(c)
+                for r in c["rows"]:
+                    _log(f"training {model} {size}x{size} B={b} {r['variant']}: {r['images_per_s']:.0f} images/s")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     suites = [s.strip() for s in args.suites.split(",") if s.strip()]
-    unknown = set(suites) - {"kmixup", "zeta", "pipeline", "breakdown"}
+    if suites == ["all"]:
+        suites = list(ALL_SUITES)
+    unknown = set(suites) - set(ALL_SUITES)
     if unknown:
-        print(f"dali-mixup bench: unknown suite(s) {sorted(unknown)}", file=sys.stderr)
+        print(f"dali-mixup bench: unknown suite(s) {sorted(unknown)}; choose from {', '.join(ALL_SUITES)}",
+              file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    meta = {"device": args.device, "quick": args.quick, "cpus": os.cpu_count(),
+    meta = {"device": args.device, "quick": args.quick, "cpus": os.cpu_count(), "suites": suites,
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "platform": platform.platform(),
-            "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": "dali-mixup bench " + " ".join(sys.argv[1:] if argv is None else argv),
             **_versions()}
     res: dict = {"meta": meta}
     try:
         be = Backend(args.device)
+        gpu_for_torch(args.device)
     except Exception as e:  # no usable GPU (or a broken CuPy): an error, not a result
         meta["device_name"] = "none"
         res["status"] = f"{NOT_MEASURED_GPU}: {type(e).__name__}: {e}"
-        for s in ("floor", "kmixup", "zeta", "pipeline", "breakdown"):
+        for s in ("floor",) + ALL_SUITES:
             res[s] = NOT_MEASURED_GPU
         res["targets"] = evaluate_targets({})
         _write(out, res)
@@ -689,18 +663,21 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     res["floor"] = measure_floor(be, timer)
     _log(f"floor: {res['floor']['bandwidth_GBps']:.1f} GB/s, {res['floor']['sgemm_GFLOPs']:.0f} GFLOP/s")
+    try:
+        run_comparison(res, suites, args.device, q)
+    except ImportError as e:  # DALI or torch missing: say so in the tables
+        for s in COMPARISON_SUITES:
+            if s in suites and s not in res:
+                res[s] = f"not measured ({e.name or e} not installed)"
     if "kmixup" in suites:
         res["kmixup"] = suite_kmixup(be, timer, res["floor"], ds, (16,) if q else (16, 32, 64), B_DEFAULT)
     if "zeta" in suites:
         res["zeta"] = suite_zeta(be, timer, res["floor"], ds, (32,) if q else (32, 128, 256))
-    if "pipeline" in suites:
-        try:
-            res["pipeline"] = suite_pipeline(be, timer, B_DEFAULT, 256 if q else 1024, 1 if q else 3)
-        except ImportError as e:
-            res["pipeline"] = f"not measured (DALI not installed: {e})"
     if "breakdown" in suites:
         res["breakdown"] = suite_breakdown(be, timer, res["floor"], ds,
                                            (2, 16) if q else (2, 4, 8, 16, 32, 64, 128, 256), B_DEFAULT)
+    res["floor_end"] = measure_floor(be, timer)
+    _log(f"floor at the end: {res['floor_end']['bandwidth_GBps']:.1f} GB/s")
     meta["elapsed_s"] = time.perf_counter() - t0
     res["targets"] = evaluate_targets(res)
     _write(out, res)

@@ -21,13 +21,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               "train a classifier on an image folder with a mixing DALI pipeline"),
     "preview": ("dali_mixup.pipelines.preview", "main",
                 "PNG grid of one mixed batch, soft-label bars, k-mixup pairs"),
-    "bench": ("dali_mixup.cli", "bench", "the benchmark suite (benchmarks/run.py of a source checkout)"),
+    "bench": ("dali_mixup.cli", "bench",
+              "dali-mixup beside in-loop timm/torchvision/kornia mixing (benchmarks/ of a source checkout)"),
     "calibrate": ("dali_mixup.calibrate", "main", "alpha_k keeping the k=1 perturbation xi (k-mixup Alg. 1)"),
     "toy": ("dali_mixup.toy", "main", "vicinal distributions of the three methods on the toy datasets (PNG)"),
 }
 
 #: the extra each subcommand needs beyond the core dependencies (``pip install 'dali-mixup[EXTRA]'``)
-EXTRAS: dict[str, str] = {"demo": "train", "train": "train", "preview": "train", "bench": "train",
+EXTRAS: dict[str, str] = {"demo": "train", "train": "train", "preview": "train", "bench": "bench",
                           "calibrate": "train", "toy": "train"}
 
 #: optional modules -> the extra that brings them (torch is installed by hand: its build
