@@ -1,5 +1,7 @@
-"""Array-level time per batch: each in-loop peer and dali-mixup's array layer on the same torch
-batch (CPU or CUDA), with the blend's memory floor and a measured copy of the batch."""
+"""Array-level time per batch: each in-loop peer on a torch batch (CPU or CUDA) and dali-mixup's
+array layer on the same memory (NumPy or CuPy views of it, what its DALI operators mix), with the
+blend's memory floor and a measured copy of the batch. The array layer on the torch CPU tensors
+themselves is one more row."""
 from __future__ import annotations
 
 import numpy as np
@@ -29,9 +31,13 @@ def suite_arrays(device: str, timer, *, batch: int, size: int, bandwidth_GBps: f
     for peer in P.in_loop_peers(num_classes, k=16) + [P.torchvision_cutmix(num_classes)] + \
             [p for p in (P.kornia_cutmix(),) if p is not None]:
         add(peer.name, peer.label, peer.source, (lambda p: lambda: p(x, y))(peer))
-    # the array layer on what the CPU python operator hands it (NumPy views of the same batch); on
-    # the GPU, the torch tensors themselves
-    xa, ya = (x0, y) if device == "gpu" else (x0.numpy(), y.numpy())
+    # the array layer on what its python operators hand it: NumPy views of the same batch on CPU
+    if device == "gpu":  # CuPy views of the CUDA tensors, what the GPU operators mix with
+        import cupy
+
+        xa, ya = cupy.asarray(x0), cupy.asarray(y)
+    else:
+        xa, ya = x0.numpy(), y.numpy()
     add("dm.mixup", "dali_mixup.mixup", "dali-mixup", lambda: dm.mixup(xa, ya, num_classes=num_classes, rng=rng))
     add("dm.k_mixup", "dali_mixup.k_mixup(k=16)", "dali-mixup",
         lambda: dm.k_mixup(xa, ya, k=16, num_classes=num_classes, rng=rng))

@@ -85,6 +85,8 @@ def build_pipeline(root: str, variant: str, *, device: str, batch: int, size: in
             return images, labels
         if variant == PY_FLOOR:
             draws = fn.random.uniform(range=[0.0, 1.0], shape=[width], dtype=types.FLOAT64)
+            if gpu:  # a GPU python operator takes GPU inputs only
+                labels, draws = labels.gpu(), draws.gpu()
             out = fn.python_function(images, labels, draws, function=identity, batch_processing=True,
                                      num_outputs=2, device=images.device, output_layouts=["CHW", ""])
             return out[0], out[1]
@@ -130,9 +132,11 @@ def sync_for(device: str) -> Callable[[], None]:
 
 
 def labels_of(batch) -> "object":
-    """Class ids ``[B]`` (int64) or soft labels ``[B, C]`` from an iterator batch."""
+    """Class ids ``[B]`` (int64) or soft labels ``[B, C]`` from an iterator batch, on the
+    images' device (a CPU label node reaches the loop as a CPU tensor)."""
     y = batch["labels"]
-    return y.view(-1).long() if y.ndim <= 2 and (y.ndim == 1 or y.shape[-1] == 1) else y
+    y = y.view(-1).long() if y.ndim <= 2 and (y.ndim == 1 or y.shape[-1] == 1) else y
+    return y.to(batch["images"].device, non_blocking=True)
 
 
 def run_blocks(variants: dict, *, n_per_block: int, rounds: int, sync: Callable[[], None],

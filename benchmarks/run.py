@@ -555,7 +555,7 @@ ARRAY_SUITES = ("kmixup", "zeta", "breakdown")
 ALL_SUITES = COMPARISON_SUITES + ARRAY_SUITES
 
 #: (role, image size, batch, JPEG files, batches per block, rounds): full run, then --quick
-ITERATOR_CONFIGS = {False: (("small", 32, 256, 1024, 20, 9), ("large", 224, 64, 256, 4, 7)),
+ITERATOR_CONFIGS = {False: (("small", 32, 256, 1024, 20, 9), ("large", 224, 64, 256, 8, 9)),
                     True: (("small", 16, 32, 64, 2, 2), ("large", 32, 8, 32, 2, 2))}
 #: (model, image size, batch, JPEG files, steps per block, rounds); ResNet-18 at 64x64 (ImageNet stem):
 #: at 224x224 one step takes seconds on a 2-core CPU

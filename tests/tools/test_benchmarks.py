@@ -136,14 +136,19 @@ def test_missed_targets_say_what_the_floors_account_for():
         cfg("large", 224, 64, {"no mixing": 0.0, "fn.mixup": 0.010, "fn.k_mixup(k=16)": 0.011,
                                "in loop: timm-style (re-implementation of timm.data.Mixup batch mode)": 0.020},
             py=0.003, mem=0.004)]}
+    res["floor"] = {"bandwidth_GBps": 10.0, "sgemm_GFLOPs": 100.0}
     t = {x["target"]: x for x in report.comparison_targets(res)}
     a = t["224x224 B=64: " + TARGETS[0]]
     assert a["value"] == pytest.approx(0.5) and a["met"] is True
+    assert "the floors (7 ms) fit in the limit (16 ms)" in a["note"]
     b = t["224x224 B=64: " + TARGETS[1]]
     assert b["value"] == pytest.approx(1.1) and b["met"] is True
+    # one more read of the [64, 3, 224, 224] batch at 10 GB/s: 3.85 ms > 0.2 x 10 ms
+    assert "is 3.85 ms" in b["note"] and "the matching floor alone exceeds it" in b["note"]
     c = t["32x32 B=256: " + TARGETS[2]]
     assert c["value"] == pytest.approx(1.5) and c["met"] is False
-    assert "python-operator floor 4 ms" in c["note"] and "blend memory floor 0.2 ms" in c["note"]
+    assert "python-operator floor 4 ms" in c["note"] and "the floors (4.2 ms) fit in the limit (4.8 ms)" in c["note"]
+    assert "own work beyond both: 1.8 ms" in c["note"]
 
 
 def test_gpu_check_without_a_gpu_exits_non_zero_and_says_why(tmp_path, monkeypatch):
