@@ -12,6 +12,7 @@ times only batches produced while it runs, and no pipeline works in another's bl
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import time
@@ -254,10 +255,44 @@ def _model(name: str, size: int):
 MODEL_LABELS = {"small_cnn": "small CNN (width 8)", "resnet18": "ResNet-18 (ImageNet stem)"}
 
 
+E2E_ONE_BLAS = (NO_MIXING, "fn.k_mixup(k=16)", "fn.zeta_mixup")
+
+
+@contextlib.contextmanager
+def numpy_blas_threads(n: int | None):
+    """NumPy's own BLAS (not torch's) limited to ``n`` threads for the block (None: as it is)."""
+    if n is None:
+        yield
+        return
+    from threadpoolctl import ThreadpoolController
+
+    ctls = [c for c in ThreadpoolController().select(user_api="blas").lib_controllers if "numpy" in c.filepath]
+    saved = [c.num_threads for c in ctls]
+    for c in ctls:
+        c.set_num_threads(n)
+    try:
+        yield
+    finally:
+        for c, k in zip(ctls, saved):
+            c.set_num_threads(k)
+
+
 def suite_training(device: str, *, model: str, batch: int, size: int, n_images: int, n_per_block: int,
-                   rounds: int, tmp: Path, budget: float | None = None) -> dict:
+                   rounds: int, tmp: Path, budget: float | None = None, one_numpy_blas_thread: bool = False
+                   ) -> dict:
     """Training throughput (images/s): one SGD step per batch on ``model``, the batch mixed in
-    the loop (peers) or in the pipeline (dali-mixup), or not at all."""
+    the loop (peers) or in the pipeline (dali-mixup), or not at all. With
+    ``one_numpy_blas_thread``: no mixing and the BLAS-using operators only, NumPy's BLAS at one
+    thread for the whole suite (torch's threads untouched)."""
+    with numpy_blas_threads(1 if one_numpy_blas_thread else None):
+        return _suite_training(device, model=model, batch=batch, size=size, n_images=n_images,
+                               n_per_block=n_per_block, rounds=rounds, tmp=tmp, budget=budget,
+                               variants=E2E_ONE_BLAS if one_numpy_blas_thread else E2E_PIPELINE,
+                               peers=not one_numpy_blas_thread)
+
+
+def _suite_training(device: str, *, model: str, batch: int, size: int, n_images: int, n_per_block: int,
+                    rounds: int, tmp: Path, budget, variants: tuple, peers: bool) -> dict:
     import torch
 
     from . import peers as P
@@ -268,7 +303,7 @@ def suite_training(device: str, *, model: str, batch: int, size: int, n_images: 
     threads = min(4, os.cpu_count() or 1)
     dev = torch.device("cuda" if device == "gpu" else "cpu")
     pipes = {v: build_pipeline(str(root), v, device=device, batch=batch, size=size, threads=threads)
-             for v in E2E_PIPELINE}
+             for v in variants}
     its = {v: iterator(p) for v, p in pipes.items()}
     torch.manual_seed(0)
     init = _model(model, size).state_dict()
@@ -289,11 +324,11 @@ def suite_training(device: str, *, model: str, batch: int, size: int, n_images: 
             return loss
         return step
 
-    variants = {v: (its[v], trainer()) for v in E2E_PIPELINE}
-    for peer in P.in_loop_peers(NUM_CLASSES, k=16):
-        variants["in loop: " + peer.label] = (its[NO_MIXING], trainer(peer))
+    steps = {v: (its[v], trainer()) for v in variants}
+    for peer in P.in_loop_peers(NUM_CLASSES, k=16) if peers else ():
+        steps["in loop: " + peer.label] = (its[NO_MIXING], trainer(peer))
     sync = sync_for(device)
-    for it, step in variants.values():
+    for it, step in steps.values():
         step(next(it))
     produce = 0.0  # the slowest pipeline's time for one batch: the pause lets prefetch finish
     for it in its.values():
@@ -303,7 +338,7 @@ def suite_training(device: str, *, model: str, batch: int, size: int, n_images: 
         t0 = time.perf_counter()
         next(it)
         produce = max(produce, time.perf_counter() - t0)
-    t = run_blocks(variants, n_per_block=n_per_block, rounds=rounds, sync=sync, budget=budget,
+    t = run_blocks(steps, n_per_block=n_per_block, rounds=rounds, sync=sync, budget=budget,
                    pause=min(2.0, max(0.05, 2 * PREFETCH * produce)))
     del its, pipes
     base = t[NO_MIXING]["median_s"]
@@ -312,4 +347,5 @@ def suite_training(device: str, *, model: str, batch: int, size: int, n_images: 
              "over_no_mixing": v["median_s"] / base, "added_s": paired_added(t, n, NO_MIXING),
              "n_blocks": v["n_blocks"]} for n, v in t.items()]
     return {"model": model, "model_label": MODEL_LABELS[model], "B": batch, "image_size": size,
-            "torch_threads": torch.get_num_threads(), "steps_per_block": n_per_block, "rows": rows}
+            "torch_threads": torch.get_num_threads(), "steps_per_block": n_per_block,
+            "numpy_blas_one_thread": not peers, "rows": rows}

@@ -194,15 +194,18 @@ def iterator_markdown(res: dict, gpu: bool) -> list:
 def training_markdown(res: dict, gpu: bool) -> list:
     lines = ["## 3. Training throughput", "",
              "One SGD step (momentum 0.9) per batch, soft-label cross-entropy (kornia: its two-term loss), "
-             "torch on the same cores as DALI. The model's own time hides or shows the mixing: the python "
-             "operator runs in DALI's thread and holds the GIL while it runs, which the loop's Python time "
-             "waits for.", ""]
+             "torch (its default threads) on the same cores as DALI. The pipeline runs ahead of the loop, so "
+             "in-pipeline work is hidden only where a core is free for it: a python operator runs in DALI's "
+             "thread, holds the GIL for its Python parts, and NumPy's BLAS threads compete with torch's. "
+             "The tables marked \"NumPy's BLAS at one thread\" repeat no mixing and the BLAS-using operators "
+             "with NumPy's own BLAS (not torch's) limited to one thread for the whole table.", ""]
     tr = res.get("training")
     if not isinstance(tr, list):
         return lines + [str(tr), ""]
     gcol = "" if gpu else " GPU images/s |"
     for c in tr:
-        lines += [f"### {c['model_label']}, {c['image_size']}x{c['image_size']}, B={c['B']}", "",
+        blas = ", NumPy's BLAS at one thread" if c.get("numpy_blas_one_thread") else ""
+        lines += [f"### {c['model_label']}, {c['image_size']}x{c['image_size']}, B={c['B']}{blas}", "",
                   f"torch threads {c['torch_threads']}, {c['steps_per_block']} steps per block, median of "
                   f"{c['rows'][0]['n_blocks']} blocks.", "",
                   f"| variant | where | images/s | ms/step | step time x no mixing |{gcol}",
