@@ -148,7 +148,7 @@ def targets_markdown(targets: list) -> list:
 
 
 def arrays_markdown(res: dict, gpu: bool) -> list:
-    lines = ["## 1. Array level: time per batch (torch tensors, one call)", ""]
+    lines = ["## 1. Array level: time per batch (one call on a batch in memory)", ""]
     ar = res.get("arrays")
     if not isinstance(ar, list):
         return lines + [str(ar), ""]
