@@ -270,8 +270,8 @@ def numpy_sqdist(x2d: np.ndarray, left: np.ndarray, right: np.ndarray, match_onl
     """:func:`dali_mixup.cost.pairwise_sqdist` of the blocks ``x2d[left[b]]``, ``x2d[right[b]]``
     (``[n_blocks, k, k]``), equal to it up to rounding; with ``match_only``, ``-2 <a_r, c_c>``
     only (see :func:`dali_mixup.cost.block_costs`)."""
-    with one_blas_thread():
-        aa, cc, g = _numpy_terms(x2d, left, right, norms=not match_only)
+    one_blas_thread()
+    aa, cc, g = _numpy_terms(x2d, left, right, norms=not match_only)
     if match_only:
         return np.multiply(g, -2.0, out=g)
     d = aa[..., :, None] + cc[..., None, :] - 2.0 * g
@@ -282,11 +282,11 @@ def gathered_sqdist(a: np.ndarray, c: np.ndarray, match_only: bool = False) -> n
     """:func:`numpy_sqdist` of blocks already gathered (``a``, ``c`` ``[n_blocks, k, D]``, as a
     DALI operator takes them: views of its stacked batch)."""
     nb, k, d = a.shape
-    with one_blas_thread():
-        g = np.matmul(a, c.transpose(0, 2, 1))
-        if not match_only:
-            aa = _rowdot(a.reshape(nb * k, d)).reshape(nb, k)
-            cc = _rowdot(c.reshape(nb * k, d)).reshape(nb, k)
+    one_blas_thread()
+    g = np.matmul(a, c.transpose(0, 2, 1))
+    if not match_only:
+        aa = _rowdot(a.reshape(nb * k, d)).reshape(nb, k)
+        cc = _rowdot(c.reshape(nb * k, d)).reshape(nb, k)
     if match_only:
         return np.multiply(g, -2.0, out=g)
     cost = aa[:, :, None] + cc[:, None, :] - 2.0 * g

@@ -1,16 +1,16 @@
 """Host NumPy work on several cores: BLAS threads, a small thread pool, reused scratch.
 
-The one module that knows about threads. NumPy's own BLAS (OpenBLAS) is run single-threaded
-around our products (:func:`one_blas_thread`, through threadpoolctl), and large jobs are cut
-into pieces that a small pool of Python threads runs at once (:func:`run_parallel`; each piece
-a NumPy or single-threaded BLAS call, which releases the GIL). Measured on the 2-core VM of the
-benchmarks (docs/benchmarks.md): OpenBLAS's own second thread spins after each call and made many small
-products 20-200x slower on a busy machine, while a hand-off to the pool costs ~50 us, so only
-jobs well above that are split (thresholds at their uses, each measured).
+The one module that knows about threads. NumPy's own BLAS (OpenBLAS) runs single-threaded
+from the first product we make (:func:`one_blas_thread`, through threadpoolctl), and large jobs
+are cut into pieces that a small pool of Python threads runs at once (:func:`run_parallel`;
+each piece a NumPy or single-threaded BLAS call, which releases the GIL). Measured on the
+2-core VM of the benchmarks (docs/benchmarks.md): OpenBLAS's own second thread spins after each
+call and made many small products 20-200x slower on a busy machine, while a hand-off to the
+pool costs ~50 us, so only jobs well above that are split (thresholds at their uses, each
+measured).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 
@@ -22,7 +22,7 @@ import numpy as np
 PARALLEL_BYTES = 8 << 20
 
 _blas_lock = threading.Lock()
-_blas_state: dict = {"ctl": None, "depth": 0, "saved": []}
+_blas_state: dict = {"ctl": None, "pinned": False}
 
 
 def _numpy_blas():
@@ -38,34 +38,26 @@ def _numpy_blas():
     return _blas_state["ctl"]
 
 
-@contextlib.contextmanager
-def one_blas_thread():
-    """Run NumPy's BLAS single-threaded: k-mixup's many small k x k Gram blocks.
+def one_blas_thread() -> None:
+    """Set NumPy's own BLAS (OpenBLAS, not torch's) to one thread, for the rest of the process.
 
-    The one place that uses threadpoolctl (a core dependency). Measured on a busy 2-core
-    machine: OpenBLAS's spinning second thread made k = 32 / 64 blocks 20-100x slower (255 ms
-    instead of ~2 ms at B = 256, D = 3072), and small products split into many calls up to
-    200x slower. Large jobs use more cores through :func:`run_parallel` instead (Python threads,
-    each calling single-threaded BLAS). Nested and concurrent uses share one count.
+    Called before each of our products (once it has run, a cheap check). k-mixup's many small
+    k x k Gram blocks and zeta-mixup's label products are single-threaded calls; large products
+    use more cores through :func:`run_parallel` (Python threads, each calling single-threaded
+    BLAS). The setting is kept, not restored after each call, because OpenBLAS's idle second
+    thread spins and takes a core from whatever runs next. Measured on a 2-core machine: with
+    k = 32 / 64 blocks it made the costs 20-100x slower (255 ms instead of ~2 ms at B = 256,
+    D = 3072); and a CPU training step (small CNN, 32x32, B = 256) fed by fn.k_mixup /
+    fn.zeta_mixup ran 1.7x / 2.6x slower than without mixing when the thread count was set to 1
+    around each product and restored after it, against 1.1-1.2x / 1.3-1.4x with it kept.
     """
-    ctls = _numpy_blas()
-    if not ctls:
-        yield
+    if _blas_state["pinned"]:
         return
     with _blas_lock:
-        if _blas_state["depth"] == 0:
-            _blas_state["saved"] = [c.num_threads for c in ctls]
-            for c in ctls:
+        if not _blas_state["pinned"]:
+            for c in _numpy_blas():
                 c.set_num_threads(1)
-        _blas_state["depth"] += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_state["depth"] -= 1
-            if _blas_state["depth"] == 0:
-                for c, n in zip(ctls, _blas_state["saved"]):
-                    c.set_num_threads(n)
+            _blas_state["pinned"] = True
 
 
 #: Products below this many flops run in one call (a hand-off to the pool costs ~50 us).
@@ -86,7 +78,6 @@ def _forget_pool_after_fork() -> None:
     # DALI's (non-Python) threads, asking the child whether it is alive fails an assertion
     # (Python 3.11's _DummyThread after fork), so the child starts with no controlling thread
     _blas_lock = threading.Lock()
-    _blas_state.update(depth=0, saved=[])
     for c in _blas_state["ctl"] or []:
         shared = getattr(type(c), "_SHARED_STATE", None)
         if shared is not None:
@@ -119,14 +110,14 @@ def split_matmul(w: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
     m, k = w.shape
     n = x.shape[1]
     parts = min(parallel_parts(), n // _SPLIT_ALIGN)
+    one_blas_thread()
     if parts < 2 or 2.0 * m * k * n < _SPLIT_FLOPS:
         return np.matmul(w, x, out=out)
     step = -(-n // parts)
     step = -(-step // _SPLIT_ALIGN) * _SPLIT_ALIGN
     cuts = list(range(0, n, step)) + [n]
-    with one_blas_thread():
-        run_parallel([lambda c0=c0, c1=c1: np.matmul(w, x[:, c0:c1], out=out[:, c0:c1])
-                      for c0, c1 in zip(cuts[:-1], cuts[1:])])
+    run_parallel([lambda c0=c0, c1=c1: np.matmul(w, x[:, c0:c1], out=out[:, c0:c1])
+                  for c0, c1 in zip(cuts[:-1], cuts[1:])])
     return out
 
 

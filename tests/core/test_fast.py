@@ -99,3 +99,26 @@ def test_numpy_block_costs_equal_the_plain_expression(branch, dtype, monkeypatch
     np.testing.assert_allclose(_fast.numpy_sqdist(x, left, right, match_only=True), -2 * g, **tol)
     np.testing.assert_allclose(_fast.gathered_sqdist(x[left], x[right]), ref, **tol)
     np.testing.assert_allclose(_fast.gathered_sqdist(x[left], x[right], match_only=True), -2 * g, **tol)
+
+
+def test_numpy_blas_is_set_to_one_thread_and_kept(monkeypatch, rng):
+    """Our first product sets NumPy's own BLAS to one thread and leaves it there: restoring it
+    after each product let OpenBLAS's idle thread spin against the training loop."""
+    import dali_mixup as dm
+    from dali_mixup import _threads
+
+    ctls = _threads._numpy_blas()
+    assert ctls, "NumPy's OpenBLAS not found by threadpoolctl"
+    saved = [c.num_threads for c in ctls]
+    try:
+        for c in ctls:
+            c.set_num_threads(2)
+        monkeypatch.setitem(_threads._blas_state, "pinned", False)
+        x = rng.normal(size=(32, 3, 4, 4)).astype(np.float32)
+        dm.k_mixup(x, np.arange(32) % 4, k=8, num_classes=4, rng=np.random.default_rng(0))
+        assert [c.num_threads for c in ctls] == [1] * len(ctls)
+        dm.zeta_mixup(x, np.arange(32) % 4, num_classes=4, rng=np.random.default_rng(0))
+        assert [c.num_threads for c in ctls] == [1] * len(ctls)
+    finally:
+        for c, n in zip(ctls, saved):
+            c.set_num_threads(n)
