@@ -12,7 +12,6 @@ times only batches produced while it runs, and no pipeline works in another's bl
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import statistics
 import time
@@ -255,40 +254,13 @@ def _model(name: str, size: int):
 MODEL_LABELS = {"small_cnn": "small CNN (width 8)", "resnet18": "ResNet-18 (ImageNet stem)"}
 
 
-E2E_ONE_BLAS = (NO_MIXING, "fn.k_mixup(k=16)", "fn.zeta_mixup")
-
-
-@contextlib.contextmanager
-def numpy_blas_threads(n: int | None):
-    """NumPy's own BLAS (not torch's) limited to ``n`` threads for the block (None: as it is)."""
-    if n is None:
-        yield
-        return
-    from threadpoolctl import ThreadpoolController
-
-    ctls = [c for c in ThreadpoolController().select(user_api="blas").lib_controllers if "numpy" in c.filepath]
-    saved = [c.num_threads for c in ctls]
-    for c in ctls:
-        c.set_num_threads(n)
-    try:
-        yield
-    finally:
-        for c, k in zip(ctls, saved):
-            c.set_num_threads(k)
-
-
 def suite_training(device: str, *, model: str, batch: int, size: int, n_images: int, n_per_block: int,
-                   rounds: int, tmp: Path, budget: float | None = None, one_numpy_blas_thread: bool = False
-                   ) -> dict:
+                   rounds: int, tmp: Path, budget: float | None = None) -> dict:
     """Training throughput (images/s): one SGD step per batch on ``model``, the batch mixed in
-    the loop (peers) or in the pipeline (dali-mixup), or not at all. With
-    ``one_numpy_blas_thread``: no mixing and the BLAS-using operators only, NumPy's BLAS at one
-    thread for the whole suite (torch's threads untouched)."""
-    with numpy_blas_threads(1 if one_numpy_blas_thread else None):
-        return _suite_training(device, model=model, batch=batch, size=size, n_images=n_images,
-                               n_per_block=n_per_block, rounds=rounds, tmp=tmp, budget=budget,
-                               variants=E2E_ONE_BLAS if one_numpy_blas_thread else E2E_PIPELINE,
-                               peers=not one_numpy_blas_thread)
+    the loop (peers) or in the pipeline (dali-mixup), or not at all."""
+    return _suite_training(device, model=model, batch=batch, size=size, n_images=n_images,
+                           n_per_block=n_per_block, rounds=rounds, tmp=tmp, budget=budget,
+                           variants=E2E_PIPELINE, peers=True)
 
 
 def _suite_training(device: str, *, model: str, batch: int, size: int, n_images: int, n_per_block: int,
@@ -348,4 +320,4 @@ def _suite_training(device: str, *, model: str, batch: int, size: int, n_images:
              "n_blocks": v["n_blocks"]} for n, v in t.items()]
     return {"model": model, "model_label": MODEL_LABELS[model], "B": batch, "image_size": size,
             "torch_threads": torch.get_num_threads(), "steps_per_block": n_per_block,
-            "numpy_blas_one_thread": not peers, "rows": rows}
+            "rows": rows}

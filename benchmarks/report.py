@@ -196,16 +196,14 @@ def training_markdown(res: dict, gpu: bool) -> list:
              "One SGD step (momentum 0.9) per batch, soft-label cross-entropy (kornia: its two-term loss), "
              "torch (its default threads) on the same cores as DALI. The pipeline runs ahead of the loop, so "
              "in-pipeline work is hidden only where a core is free for it: a python operator runs in DALI's "
-             "thread, holds the GIL for its Python parts, and NumPy's BLAS threads compete with torch's. "
-             "The tables marked \"NumPy's BLAS at one thread\" repeat no mixing and the BLAS-using operators "
-             "with NumPy's own BLAS (not torch's) limited to one thread for the whole table.", ""]
+             "thread and holds the GIL for its Python parts (dali-mixup keeps NumPy's own BLAS at one thread, "
+             "so its idle threads do not spin against torch's).", ""]
     tr = res.get("training")
     if not isinstance(tr, list):
         return lines + [str(tr), ""]
     gcol = "" if gpu else " GPU images/s |"
     for c in tr:
-        blas = ", NumPy's BLAS at one thread" if c.get("numpy_blas_one_thread") else ""
-        lines += [f"### {c['model_label']}, {c['image_size']}x{c['image_size']}, B={c['B']}{blas}", "",
+        lines += [f"### {c['model_label']}, {c['image_size']}x{c['image_size']}, B={c['B']}", "",
                   f"torch threads {c['torch_threads']}, {c['steps_per_block']} steps per block, median of "
                   f"{c['rows'][0]['n_blocks']} blocks.", "",
                   f"| variant | where | images/s | ms/step | step time x no mixing |{gcol}",

@@ -617,14 +617,11 @@ def run_comparison(res: dict, suites: list, device: str, q: bool) -> None:
         if "training" in suites:
             res["training"] = []
             for model, size, b, n, per_block, rounds in TRAINING_CONFIGS[q]:
-                for one_blas in (False, True):
-                    c = loop.suite_training(device, model=model, batch=b, size=size, n_images=n,
-                                            n_per_block=per_block, rounds=rounds, tmp=Path(tmp),
-                                            one_numpy_blas_thread=one_blas)
-                    res["training"].append(c)
-                    for r in c["rows"]:
-                        _log(f"training {model} {size}x{size} B={b}{' (NumPy BLAS 1 thread)' if one_blas else ''} "
-                             f"{r['variant']}: {r['images_per_s']:.0f} images/s")
+                c = loop.suite_training(device, model=model, batch=b, size=size, n_images=n,
+                                        n_per_block=per_block, rounds=rounds, tmp=Path(tmp))
+                res["training"].append(c)
+                for r in c["rows"]:
+                    _log(f"training {model} {size}x{size} B={b} {r['variant']}: {r['images_per_s']:.0f} images/s")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,16 +1,18 @@
 """The benchmark's in-loop peers compute exactly the mix their libraries compute.
 
-Each re-implementation is checked against the reference formula for fixed draws, against its
-own random draws replayed, and against the library itself wherever it imports.
+Each re-implementation is checked against the reference formula for fixed draws and against
+its own random draws replayed; kornia (a test dependency) is checked as the library itself.
+The timm and torchvision wheels here need a CUDA torch, so the benchmark uses the real
+libraries only where they import (its tables say which).
 """
 import itertools
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
-from benchmarks import peers as P  # noqa: E402
+from benchmarks import peers as P
 
 C = 10
 
@@ -18,14 +20,6 @@ C = 10
 def _batch(b=8, size=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.rand((b, 3, size, size), generator=g), torch.tensor([3, 1, 4, 1, 5, 9, 2, 6][:b])
-
-
-def _library(name):
-    """The library module, or a skip where it does not import (absent, or built for another torch)."""
-    try:
-        return __import__(name, fromlist=["_"])
-    except Exception as e:  # noqa: BLE001 - a wheel for another torch fails with RuntimeError
-        pytest.skip(f"{name} does not import here: {type(e).__name__}")
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -57,17 +51,6 @@ def test_timm_style_replays_timms_draws():
     assert torch.equal(xm, ref_x) and torch.equal(ym, ref_y)
 
 
-def test_timm_style_equals_timm_where_it_imports():
-    mixup = _library("timm.data")
-    x, y = _batch()
-    real = mixup.Mixup(mixup_alpha=1.0, cutmix_alpha=0.0, mode="batch", label_smoothing=0.0, num_classes=C)
-    np.random.seed(3)
-    rx, ry = real(x.clone(), y)
-    np.random.seed(3)
-    ox, oy = P.timm_mixup(C, prefer_library=False)(x.clone(), y)
-    assert torch.equal(rx, ox) and torch.equal(ry, oy)
-
-
 def test_torchvision_style_mixup_is_the_roll_mix():
     x, y = _batch()
     lam = 0.7
@@ -97,20 +80,7 @@ def test_torchvision_style_cutmix_pastes_the_predecessors_box():
     assert torch.allclose(ym, lam_adj * oh + (1 - lam_adj) * oh.roll(1, 0))
 
 
-def test_torchvision_style_equals_torchvision_where_it_imports():
-    v2 = _library("torchvision.transforms.v2")
-    x, y = _batch(size=10)
-    for real, ours in ((v2.MixUp(alpha=1.0, num_classes=C), P.torchvision_mixup(C, prefer_library=False)),
-                       (v2.CutMix(alpha=1.0, num_classes=C), P.torchvision_cutmix(C, prefer_library=False))):
-        torch.manual_seed(5)
-        rx, ry = real(x.clone(), y)
-        torch.manual_seed(5)
-        ox, oy = ours(x.clone(), y)
-        assert torch.equal(rx, ox) and torch.equal(ry, oy)
-
-
 def test_kornia_peer_is_kornias_mix():
-    pytest.importorskip("kornia")
     x, _ = _batch()
     y = torch.arange(8)  # distinct labels: the partner label is the partner's index
     peer = P.kornia_mixup()
