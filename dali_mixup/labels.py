@@ -38,11 +38,15 @@ def soft_labels(labels, batch_size: int, *, num_classes: int | None, label_smoot
     if labels is None or isinstance(labels, (str, bytes)):
         raise fail(op, "labels", "class ids [B] or float label vectors [B, C] (an array)",
                    type(labels).__name__)
+    given = type(labels).__name__
     try:
         labels = xp.asarray(labels) if device is None else xp.asarray(labels, device=device)
     except (TypeError, ValueError, RuntimeError) as e:  # torch and others raise their own
         raise fail(op, "labels", "class ids [B] or float label vectors [B, C] (an array)",
-                   f"{type(labels).__name__} ({e})") from None
+                   f"{given} ({e})") from None
+    if not (_is_integer(xp, labels) or xp.isdtype(labels.dtype, "numeric")):  # NumPy: str, object
+        raise fail(op, "labels", "class ids [B] or float label vectors [B, C] (an array)",
+                   f"{given} of dtype {labels.dtype}")
     if labels.ndim == 0 or labels.shape[0] != batch_size:
         got = "a scalar" if labels.ndim == 0 else f"a batch of {labels.shape[0]}"
         raise fail(op, "labels", f"a batch of {batch_size} labels, as many as 'images'", got)

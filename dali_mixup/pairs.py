@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _checks
 from .apply import PairArrays, blend, mix_pair_masks, mix_pairs
-from ._backend import to_numpy
+from ._backend import numpy_view, to_numpy, torch_fields, torch_on_host
 from .cost import block_costs
 from .draws import draw_mix, draw_pairs
 from .images import as_batch, check_extra, finalize, flat_features, work_dtype
@@ -82,6 +82,10 @@ def mix_batch(cfg, images, labels, *, layout: str | None = None, features=None,
         extra, masks: more per-sample arrays mixed with the same plan.
         rng, draws: randomness (``draws`` overrides ``rng``; a fresh Generator if both None).
     """
+    if torch_on_host(images, labels, features, extra, masks):  # NumPy's fast paths on views
+        return torch_fields(mix_batch(cfg, numpy_view(images), numpy_view(labels), layout=layout,
+                                      features=numpy_view(features), extra=numpy_view(extra),
+                                      masks=numpy_view(masks), rng=rng, draws=draws))
     op = cfg.op
     xp, images, in_name = as_batch(images, op)
     b = images.shape[0]

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ._backend import numpy_view, torch_fields, torch_on_host
 from .apply import zeta_mix
 from .config import ZetaConfig
 from .draws import ZetaDraws, draw_zeta as draw  # noqa: F401
@@ -84,6 +85,11 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
     """
     cfg = ZetaConfig.zeta_mixup(gamma=gamma, T=T, method=method, prob=prob,
                                 num_classes=num_classes, label_smoothing=label_smoothing, dtype=dtype)
+    if torch_on_host(images, labels, extra, masks):  # NumPy's fast paths on views
+        return torch_fields(zeta_mixup(
+            numpy_view(images), numpy_view(labels), gamma=gamma, T=T, num_classes=num_classes,
+            label_smoothing=label_smoothing, dtype=dtype, method=method, prob=prob,
+            extra=numpy_view(extra), masks=numpy_view(masks), rng=rng, draws=draws))
     xp, images, in_name = as_batch(images, OP)
     b = images.shape[0]
     wd = work_dtype(xp, in_name)

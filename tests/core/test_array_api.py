@@ -86,3 +86,43 @@ def test_strict_namespace_errors_are_the_same(rng):
     with pytest.raises(ValueError, match=r"argument 'images' expected images of dtype uint8, float16"):
         dm.k_mixup(xps.asarray(np.ones((4, 3), np.int64)), xps.asarray(np.zeros(4, np.int64)),
                    num_classes=1)
+
+
+@pytest.mark.parametrize("op,kw", [("k_mixup", dict(k=4)), ("mixup", {}), ("cutmix", dict(layout="CHW")),
+                                   ("zeta_mixup", dict(T=3))])
+def test_torch_cpu_batches_take_the_numpy_path_and_come_back_as_torch(op, kw, rng, monkeypatch):
+    """torch CPU tensors are mixed on NumPy views (bitwise NumPy's result) and returned as
+    torch tensors; a batch that needs gradients keeps the torch expressions."""
+    import dataclasses
+
+    import torch
+
+    from dali_mixup import _fast
+
+    fast = []
+    for name in ("blend_numpy", "zeta_mix_numpy"):
+        real = getattr(_fast, name)
+        monkeypatch.setattr(_fast, name, lambda *a, _r=real, **k: (fast.append(1), _r(*a, **k))[1])
+
+    f = getattr(dm, op)
+    x = rng.normal(size=(12, 3, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 4, size=12)
+    e = x * 2.0
+    ref = f(x, y, num_classes=4, extra=[e], rng=np.random.default_rng(0), **kw)
+    fast.clear()
+    got = f(torch.from_numpy(x), torch.from_numpy(y), num_classes=4, extra=[torch.from_numpy(e)],
+            rng=np.random.default_rng(0), **kw)
+    assert fast  # the NumPy fast paths ran
+    for field in dataclasses.fields(ref):
+        a, b = getattr(ref, field.name), getattr(got, field.name)
+        for ra, ga in (zip(a, b) if isinstance(a, tuple) else [(a, b)]):
+            if isinstance(ra, np.ndarray):
+                assert isinstance(ga, torch.Tensor), field.name
+                np.testing.assert_array_equal(ga.numpy(), ra)
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    fast.clear()
+    res = f(xt, torch.from_numpy(y), num_classes=4, rng=np.random.default_rng(0), **kw)
+    assert not fast
+    res.images.sum().backward()
+    assert xt.grad is not None and float(xt.grad.sum()) == pytest.approx(x.size, rel=1e-4)
+    np.testing.assert_allclose(res.images.detach().numpy(), ref.images, rtol=1e-5, atol=1e-6)
