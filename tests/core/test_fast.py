@@ -122,3 +122,29 @@ def test_numpy_blas_is_set_to_one_thread_and_kept(monkeypatch, rng):
     finally:
         for c, n in zip(ctls, saved):
             c.set_num_threads(n)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), b=st.integers(1, 9), layout=st.sampled_from(["HWC", "CHW", "HW"]),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_paste_numpy_equals_the_plain_cutmix_expression(seed, b, layout, dtype):
+    """CutMix and mix rows: the pasted box or the blend, as x * (1 - M) + x[partner] * M."""
+    from dali_mixup.apply import expand, paste, pixel_share
+
+    rng = np.random.default_rng(seed)
+    dims = {"H": int(rng.integers(1, 9)), "W": int(rng.integers(1, 9)), "C": 3}
+    x = rng.normal(size=(b,) + tuple(dims[c] for c in layout)).astype(dtype)
+    axes = (layout.index("H"), layout.index("W"))
+    h, w = dims["H"], dims["W"]
+    partner = rng.integers(0, b, size=b)
+    cut = rng.random(b) < 0.6
+    share = np.where(cut, 0.0, rng.random(b)).astype(dtype)
+    y = np.sort(rng.integers(0, h + 1, size=(b, 2)), axis=1)
+    xx = np.sort(rng.integers(0, w + 1, size=(b, 2)), axis=1)
+    boxes = np.where(cut[:, None], np.concatenate([y, xx], axis=1), 0)
+    m = expand(pixel_share(share, cut, boxes, h, w, np), axes, x.ndim - 1, np)
+    ref = paste(x, partner, m, np)
+    np.testing.assert_array_equal(_fast.paste_numpy(x, partner, share, cut, boxes, axes), ref)
+    buf = np.empty_like(x)
+    assert _fast.paste_numpy(x, partner, share, cut, boxes, axes, out=buf) is buf
+    np.testing.assert_array_equal(buf, ref)
