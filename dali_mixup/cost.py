@@ -15,8 +15,21 @@ from __future__ import annotations
 
 import numpy as np
 
+import functools
+
 from . import _fast
 from ._checks import fail
+
+
+def _checked_here(fn):
+    """Run ``fn`` without NumPy's overflow / invalid-value warnings: the costs check NaN, Inf and
+    overflow themselves (raising the argument's error, or rescaling), so those warnings would
+    only repeat the error or warn about a case that is handled."""
+    @functools.wraps(fn)
+    def quiet(*args, **kwargs):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return fn(*args, **kwargs)
+    return quiet
 
 
 def pairwise_sqdist(a, c, xp):
@@ -31,6 +44,7 @@ def pairwise_sqdist(a, c, xp):
     return xp.clip(d, 0.0, None)
 
 
+@_checked_here
 def block_costs(x2d, left: np.ndarray, right: np.ndarray, *, metric: str, xp, op: str = "k_mixup",
                 arg: str = "images", match_only: bool = False, raise_nonfinite: bool = True):
     """Cost matrices ``[n_blocks, k, k]`` between the rows ``x2d[left[b]]`` and ``x2d[right[b]]``.
@@ -68,6 +82,7 @@ def block_costs(x2d, left: np.ndarray, right: np.ndarray, *, metric: str, xp, op
                           raise_nonfinite=raise_nonfinite)
 
 
+@_checked_here
 def gathered_costs(a, c, *, metric: str, xp, op: str = "k_mixup", arg: str = "images",
                    match_only: bool = False, raise_nonfinite: bool = True):
     """Cost matrices ``[n_blocks, k, k]`` between already gathered blocks ``a``, ``c`` ``[n_blocks, k, D]``.

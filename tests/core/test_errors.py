@@ -212,7 +212,9 @@ def test_nan_pixels():
     pixels (that would cost a pass over the batch); NaN stays NaN in the outputs it enters."""
     x = np.ones((4, 3), np.float32)
     x[1, 0] = np.nan
-    with pytest.raises(ValueError, match=r"k_mixup: argument 'images' expected finite values \(the k-mixup cost needs them\), got 'NaN or Inf'"):
+    with pytest.raises(ValueError, match=r"k_mixup: argument 'images' expected finite values \(the k-mixup cost needs them\), got 'NaN or Inf'"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("error")  # the error, and no NumPy warning before it
         dm.k_mixup(x, np.zeros(4, np.int64), k=2, num_classes=1)
     f = np.zeros((4, 2), np.float32)
     f[0, 0] = np.inf
