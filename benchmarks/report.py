@@ -224,6 +224,8 @@ def sources_markdown(res: dict) -> list:
     for r in ar[0]["rows"]:
         if r["source"] in ("library", "re-implementation", "reconstruction"):
             lines.append(f"| {r['label']} | {r['source']} |")
+    if not any(r["label"].startswith("kornia") for r in ar[0]["rows"]):
+        lines.append("| kornia RandomMixUpV2 / RandomCutMixV2 | not installed: `pip install -e \".[bench]\"` |")
     lines += ["", "`re-implementation`: the library's exact operations and random draws, written in "
               "`benchmarks/peers.py` because the library does not import beside this torch; `reconstruction`: "
               "the authors' procedure after their paper and code, not their code.", ""]

@@ -3,10 +3,7 @@ import json
 
 import pytest
 
-pytest.importorskip("nvidia.dali")
-pytest.importorskip("torch")
-
-from benchmarks import loop, report, run  # noqa: E402
+from benchmarks import loop, report, run
 
 TARGETS = ("fn.mixup adds <= 0.8x what in-loop timm-style mixup adds",
            "fn.k_mixup adds <= 1.2x what fn.mixup adds",
@@ -175,3 +172,13 @@ def test_gpu_check_treats_a_broken_cupy_as_an_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", broken)
     assert gpu_check.main(["--out", str(tmp_path)]) == 1
     assert "cudaErrorInsufficientDriver" in json.loads((tmp_path / "gpu_check.json").read_text())["error"]
+
+
+def test_the_peers_table_says_when_kornia_is_missing():
+    def res(labels):
+        return {"arrays": [{"rows": [{"label": lab, "source": "library"} for lab in labels]}]}
+
+    missing = "\n".join(report.sources_markdown(res(["timm-style"])))
+    assert "kornia RandomMixUpV2 / RandomCutMixV2 | not installed" in missing and ".[bench]" in missing
+    present = "\n".join(report.sources_markdown(res(["timm-style", "kornia RandomMixUpV2"])))
+    assert "not installed" not in present
