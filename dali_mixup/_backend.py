@@ -91,7 +91,13 @@ def torch_on_host(images, *others) -> bool:
     flat = [images]
     for o in others:
         flat.extend(o if isinstance(o, (list, tuple)) else [o])
-    return all(x.device.type == "cpu" and not x.requires_grad for x in flat if _is_torch(x))
+    return all(x.device.type == "cpu" and not x.requires_grad and str(x.dtype) in _VIEWABLE
+               for x in flat if _is_torch(x))
+
+
+#: torch dtypes NumPy can view (others, bfloat16 among them, keep the torch path and its checks)
+_VIEWABLE = {f"torch.{n}" for n in ("bool", "uint8", "int8", "int16", "int32", "int64", "float16",
+                                     "float32", "float64")}
 
 
 def numpy_view(x):

@@ -126,3 +126,12 @@ def test_torch_cpu_batches_take_the_numpy_path_and_come_back_as_torch(op, kw, rn
     res.images.sum().backward()
     assert xt.grad is not None and float(xt.grad.sum()) == pytest.approx(x.size, rel=1e-4)
     np.testing.assert_allclose(res.images.detach().numpy(), ref.images, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["mixup", "zeta_mixup"])
+def test_torch_dtypes_numpy_cannot_view_get_the_dtype_error(op):
+    import torch
+
+    x = torch.zeros((4, 3, 2, 2), dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=rf"{op}: argument 'images' expected images of dtype .*bfloat16"):
+        getattr(dm, op)(x, torch.arange(4) % 2, num_classes=2)
