@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nvidia.dali import fn, pipeline_def, types  # noqa: E402
+from nvidia.dali import fn, pipeline_def, types
 
-import dali_mixup as dm  # noqa: E402
-import dali_mixup.fn as mfn  # noqa: E402
-from dali_mixup import kmixup as km, zeta as zm  # noqa: E402
+import dali_mixup as dm
+import dali_mixup.fn as mfn
+from dali_mixup import kmixup as km, zeta as zm
 
-from conftest import clustered, run_batch, run_dali  # noqa: E402
+from conftest import clustered, run_dali
 
 SEED = 77
 
