@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-import nvidia.dali  # noqa: E402
-from nvidia.dali import fn, pipeline_def, types  # noqa: E402
+import nvidia.dali
+from nvidia.dali import fn, pipeline_def, types
 
-from dali_mixup.dali import _compat  # noqa: E402
+from dali_mixup.dali import _compat
 
 pytestmark = pytest.mark.dali
 

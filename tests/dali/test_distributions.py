@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scipy import stats  # noqa: E402
+from scipy import stats
 
-import dali_mixup.fn as mfn  # noqa: E402
-from dali_mixup.config import PairConfig  # noqa: E402
-from dali_mixup.dali import _graph, _ops  # noqa: E402
-from nvidia.dali import fn, pipeline_def, types  # noqa: E402
+import dali_mixup.fn as mfn
+from dali_mixup.config import PairConfig
+from dali_mixup.dali import _graph, _ops
+from nvidia.dali import fn, pipeline_def, types
 
 pytestmark = pytest.mark.dali
 

@@ -19,18 +19,18 @@ import types as pytypes
 import numpy as np
 import pytest
 
-import array_api_strict as xps  # noqa: E402
+import array_api_strict as xps
 
-import dali_mixup as dm  # noqa: E402
-import dali_mixup.fn as mfn  # noqa: E402
-from dali_mixup.config import PairConfig, ZetaConfig  # noqa: E402
-from dali_mixup.dali import _ops  # noqa: E402
-from dali_mixup.draws import pair_draws_from_uniforms, pair_uniform_width  # noqa: E402
-from dali_mixup.plan import plan_blocks, representatives  # noqa: E402
-from nvidia.dali import fn, pipeline_def, types  # noqa: E402
-from nvidia.dali.ops._operators import python_function as dali_pf  # noqa: E402
+import dali_mixup as dm
+import dali_mixup.fn as mfn
+from dali_mixup.config import PairConfig, ZetaConfig
+from dali_mixup.dali import _ops
+from dali_mixup.draws import pair_draws_from_uniforms, pair_uniform_width
+from dali_mixup.plan import plan_blocks, representatives
+from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali.ops._operators import python_function as dali_pf
 
-from conftest import run_dali  # noqa: E402
+from conftest import run_dali
 
 pytestmark = pytest.mark.dali
 

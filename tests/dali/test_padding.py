@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nvidia.dali import fn, pipeline_def  # noqa: E402
-from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy  # noqa: E402
+from nvidia.dali import fn, pipeline_def
+from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-import dali_mixup.fn as mfn  # noqa: E402
+import dali_mixup.fn as mfn
 
 
 @pytest.fixture(scope="module")
