@@ -51,6 +51,18 @@ def paste(x, partner, m, xp):
     return x * (1.0 - m) + xp.take(x, partner, axis=0) * m
 
 
+def mix_into(x, partner, own, other, xp):
+    """``x * own + x[partner] * other`` written into ``x``, a batch the caller owns and no
+    longer needs (a GPU operator's stacked input): one batch-sized temporary, the partner
+    gather, where :func:`blend_reference` / :func:`paste` make three. Bitwise equal to them
+    (the same two products and one sum). ``own``, ``other`` broadcast against ``x``."""
+    g = xp.take(x, partner, axis=0)
+    g *= other
+    x *= own
+    x += g
+    return x
+
+
 def pixel_share(share, cut, boxes, h: int, w: int, xp):
     """``M [B, h, w]``: the partner's share of each pixel: 1 inside a CutMix row's box,
     ``share`` elsewhere (``boxes`` ``[B, 4]`` as (y1, y2, x1, x2); ``cut`` ``[B]`` bool)."""
@@ -112,16 +124,27 @@ class PairArrays:
                    boxes=xp.astype(rows[:, 4:8], xp.int64))
 
 
-def mix_pairs(x, pa: PairArrays, *, cutmix: bool, axes: tuple[int, int] | None, xp, out=None):
+def mix_pairs(x, pa: PairArrays, *, cutmix: bool, axes: tuple[int, int] | None, xp, out=None,
+              overwrite: bool = False):
     """The images (or an ``extra`` tensor) of a pair operator: :func:`blend` with ``lam``
     for k-mixup / mixup, :func:`paste` with the pixel share when CutMix is possible (NumPy
-    batches: :func:`dali_mixup._fast.paste_numpy`, which makes no pixel map)."""
+    batches: :func:`dali_mixup._fast.paste_numpy`, which makes no pixel map).
+
+    ``overwrite``: ``x`` is the caller's own batch and may be overwritten; other backends than
+    NumPy then mix into it with :func:`mix_into` (fewer batch-sized temporaries on the GPU).
+    """
+    numpy = isinstance(x, np.ndarray)
     if not cutmix:
+        if overwrite and not numpy and x.shape[0]:
+            lam = xp.reshape(xp.astype(pa.lam, x.dtype, copy=False), (x.shape[0],) + (1,) * (x.ndim - 1))
+            return mix_into(x, pa.partner, lam, 1.0 - lam, xp)
         return blend(x, pa.partner, pa.lam, xp, out=out)
     if _fast.numpy_fast(x) and isinstance(pa.partner, np.ndarray) and x.ndim >= 3:
         return _fast.paste_numpy(x, pa.partner, pa.share, pa.cut, pa.boxes, axes, out=out)
     h, w = x.shape[1 + axes[0]], x.shape[1 + axes[1]]
     m = expand(pixel_share(pa.share, pa.cut, pa.boxes, h, w, xp), axes, x.ndim - 1, xp)
+    if overwrite and not numpy and x.shape[0]:
+        return mix_into(x, pa.partner, 1.0 - m, m, xp)
     return paste(x, pa.partner, m, xp)
 
 

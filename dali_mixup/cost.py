@@ -46,7 +46,7 @@ def pairwise_sqdist(a, c, xp):
 
 @_checked_here
 def block_costs(x2d, left: np.ndarray, right: np.ndarray, *, metric: str, xp, op: str = "k_mixup",
-                arg: str = "images", match_only: bool = False, raise_nonfinite: bool = True):
+                arg: str = "images", match_only: bool = False, check_finite: bool = True):
     """Cost matrices ``[n_blocks, k, k]`` between the rows ``x2d[left[b]]`` and ``x2d[right[b]]``.
 
     Args:
@@ -61,9 +61,10 @@ def block_costs(x2d, left: np.ndarray, right: np.ndarray, *, metric: str, xp, op
             norms and avoids float32 cancellation against them.
 
     Values too large to square in the working dtype are rescaled (the optimal matching is
-    invariant to a positive scale of the cost); NaN or Inf in the data raise ``ValueError``
-    (with ``raise_nonfinite=False``, as in a GPU operator, they give non-finite costs instead,
-    which the host checks).
+    invariant to a positive scale of the cost); NaN or Inf in the data raise ``ValueError``.
+    ``check_finite=False`` (a GPU operator) reads nothing back from the device: no check and no
+    rescale, non-finite costs are returned as they are and the host checks them
+    (:func:`dali_mixup.plan.check_costs`).
     """
     nb, k = left.shape
     d = x2d.shape[1]
@@ -79,17 +80,17 @@ def block_costs(x2d, left: np.ndarray, right: np.ndarray, *, metric: str, xp, op
     a = xp.reshape(xp.take(x2d, li, axis=0), (nb, k, d))
     c = xp.reshape(xp.take(x2d, ri, axis=0), (nb, k, d))
     return gathered_costs(a, c, metric=metric, xp=xp, op=op, arg=arg, match_only=match_only,
-                          raise_nonfinite=raise_nonfinite)
+                          check_finite=check_finite)
 
 
 @_checked_here
 def gathered_costs(a, c, *, metric: str, xp, op: str = "k_mixup", arg: str = "images",
-                   match_only: bool = False, raise_nonfinite: bool = True):
+                   match_only: bool = False, check_finite: bool = True):
     """Cost matrices ``[n_blocks, k, k]`` between already gathered blocks ``a``, ``c`` ``[n_blocks, k, D]``.
 
     The DALI operator gathers the blocks straight from the per-sample arrays it receives into
     reused buffers, so no batch-sized copy or fresh allocation is made per batch.
-    ``match_only`` as for :func:`block_costs`.
+    ``match_only`` and ``check_finite`` as for :func:`block_costs`.
     """
     reduced = match_only and metric == "sqeuclidean"
     if isinstance(a, np.ndarray) and a.dtype in (np.float32, np.float64) and a.size:
@@ -98,10 +99,8 @@ def gathered_costs(a, c, *, metric: str, xp, op: str = "k_mixup", arg: str = "im
         cost = -2.0 * xp.matmul(a, xp.matrix_transpose(c))
     else:
         cost = pairwise_sqdist(a, c, xp)
-    if not bool(xp.all(xp.isfinite(cost))):
+    if check_finite and not bool(xp.all(xp.isfinite(cost))):
         if not (bool(xp.all(xp.isfinite(a))) and bool(xp.all(xp.isfinite(c)))):
-            if not raise_nonfinite:
-                return cost
             raise fail(op, arg, "finite values (the k-mixup cost needs them)", "NaN or Inf")
         # Overflow of |x|^2: rescale each block by its largest magnitude and recompute.
         scale = xp.max(xp.abs(xp.concat([a, c], axis=1)), axis=(1, 2))

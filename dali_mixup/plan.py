@@ -99,6 +99,16 @@ def plan_blocks(u: np.ndarray, batch_size: int, k: int, pairing: str) -> BlockPl
     return BlockPlan(left, right, sizes, kk, True)
 
 
+def block_shape(batch_size: int, k: int, pairing: str) -> tuple[int, int]:
+    """``(n_blocks, k)`` of :func:`plan_blocks`' ``left``/``right`` for a batch of ``batch_size``:
+    known without the draws, so a GPU operator can shape indices it receives flattened."""
+    n = batch_size if pairing == "permutation" else batch_size // 2
+    if n == 0:
+        return 0, 1
+    kk = min(k, n)
+    return -(-n // kk), kk
+
+
 def assemble(plan: BlockPlan, cols: np.ndarray | None, batch_size: int) -> np.ndarray:
     """``partner [B]`` from the plan and the solved columns (``cols`` None: identity match)."""
     partner = np.arange(batch_size, dtype=np.int64)
@@ -135,9 +145,16 @@ def representatives(plan: BlockPlan, lam_mode: str, batch_size: int) -> np.ndarr
     return rep
 
 
-def check_costs(costs: np.ndarray, op: str, arg: str) -> None:
-    """The assignment needs finite costs; NaN or Inf in the data (or features) make them not."""
+def check_costs(costs: np.ndarray, op: str, arg: str, *, device: bool = False) -> None:
+    """The assignment needs finite costs; NaN or Inf in the data (or features) make them not.
+    ``device``: costs made on the GPU, which neither checks nor rescales values whose squares
+    overflow the working dtype (that needs a device-to-host read per batch), so the message
+    names that cause too."""
     if not np.isfinite(costs).all():
+        if device:
+            raise fail(op, arg, "finite values (the k-mixup cost needs them; on the GPU their "
+                       "squares must also fit the working dtype: scale values above ~1e18 down)",
+                       "NaN or Inf, or values too large to square")
         raise fail(op, arg, "finite values (the k-mixup cost needs them)", "NaN or Inf")
 
 

@@ -58,7 +58,7 @@ def resolve_device(device: str, local_rank: int = 0):
     ``"gpu"`` fails here, before any pipeline is built, when no CUDA GPU is visible to DALI or
     torch, instead of failing later inside the decoder with an opaque CUDA error. With a GPU,
     CuPy (the GPU python operators) then allocates from PyTorch's caching allocator
-    (:func:`dali_mixup.gpu_memory.share_torch_allocator`).
+    (:func:`dali_mixup.gpu.share_torch_allocator`).
     """
     if device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
@@ -72,7 +72,7 @@ def resolve_device(device: str, local_rank: int = 0):
             f"(DALI sees {dali_n} CUDA device(s), torch.cuda.is_available() = {torch_ok}). "
             "Run with --device cpu (same code, CPU pipelines), or install a CUDA build of "
             "torch and run on a machine with an NVIDIA GPU.")
-    from dali_mixup.gpu_memory import share_torch_allocator
+    from dali_mixup.gpu import share_torch_allocator
 
     share_torch_allocator()
     return local_rank % dali_n

@@ -40,12 +40,20 @@ def dali():
 
 
 def require_cupy(op: str) -> None:
-    """GPU images need CuPy (DALI hands GPU python operators CuPy arrays); say how to get it."""
+    """GPU images need CuPy (DALI hands GPU python operators CuPy arrays); say how to get it.
+
+    Only the import is checked here: building a GPU graph touches no device, so a machine
+    without a GPU builds it, and DALI refuses to run it there (no usable GPU)."""
     try:
         import cupy  # noqa: F401
     except ImportError as e:
+        if (e.name or "").split(".")[0] != "cupy":
+            raise ImportError(f"{op}: CuPy is installed but does not import ({e}); reinstall the "
+                              "CuPy build for your CUDA: pip install 'dali-mixup[gpu-cu12]' "
+                              "(CUDA 12) or 'dali-mixup[gpu-cu13]' (CUDA 13)") from e
         raise ImportError(f"{op}: images on the GPU need CuPy for the GPU python operators: "
-                          "pip install 'dali-mixup[gpu]'") from e
+                          "pip install 'dali-mixup[gpu-cu12]' (CUDA 12) or "
+                          "'dali-mixup[gpu-cu13]' (CUDA 13)") from e
 
 
 def _source_op(node):

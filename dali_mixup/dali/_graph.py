@@ -3,10 +3,11 @@
 One builder per family (:func:`pairs`, :func:`zeta`), one wiring per device:
 
 * CPU images: ``random.uniform -> PairHost / ZetaHost`` (one python operator does everything);
-* GPU images: ``random.uniform -> [BlockCosts (GPU)] -> PairPlanner (CPU) -> PairApply (GPU)
-  -> DeviceCheck (CPU)`` (or ``ZetaPlanner -> ZetaApply -> DeviceCheck``). Only B-sized plans
-  and cost rows cross between devices; GPU-to-CPU edges (``.cpu()``, ``.shape(device="cpu")``)
-  need DALI's default executor (not ``exec_async=False, exec_pipelined=False``).
+* GPU images: ``random.uniform -> [BlockIndex (CPU) -> BlockCosts (GPU)] -> PairPlanner (CPU)
+  -> PairApply (GPU) -> DeviceCheck (CPU)`` (or ``ZetaPlanner -> ZetaApply -> DeviceCheck``);
+  see :mod:`._device`. Only B-sized index, cost and plan rows cross between devices; GPU-to-CPU
+  edges (``.cpu()``, ``.shape(device="cpu")``) need DALI's default executor (not
+  ``exec_async=False, exec_pipelined=False``).
 
 Argument checks run here, when the graph is built.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 from .. import _checks
 from ..draws import pair_uniform_width, zeta_uniform_width
 from ..pairs import spatial_axes
-from . import _compat, _ops
+from . import _compat, _device, _host
 
 
 def check_node(op: str, arg: str, node, DataNode) -> None:
@@ -122,7 +123,7 @@ def pairs(cfg, images, labels, *, features=None, extra=(), masks=(), layout=None
     has_features = features is not None and cfg.k > 1
     read_layout = cfg.uses_cutmix and layout is None
     if images.device == "cpu":
-        host = _ops.PairHost(cfg, has_features=has_features, layout=layout, n_extra=len(extra),
+        host = _host.PairHost(cfg, has_features=has_features, layout=layout, n_extra=len(extra),
                              n_masks=len(masks), return_info=return_info)
         inputs = dict(images=images, labels=cpu(labels), draws=draws, **{n: cpu(v) for n, v in named.items()})
         if has_features:
@@ -136,25 +137,27 @@ def pairs(cfg, images, labels, *, features=None, extra=(), masks=(), layout=None
         cost_op = None
         if cfg.k > 1:
             feats = features if has_features else images
-            cost_op = _ops.BlockCosts(cfg, "features" if has_features else "images")
-            c = python(cost_op, dict(features=feats, draws=draws.gpu() if feats.device == "gpu" else draws),
+            cost_op = _device.BlockCosts(cfg, "features" if has_features else "images")
+            index = python(_device.BlockIndex(cfg), dict(draws=draws))["index"]
+            c = python(cost_op, dict(features=feats, index=index.gpu() if feats.device == "gpu" else index),
                        device=feats.device)
-            inputs.update(rows=cpu(c["rows"]), cost_facts=cpu(c["facts"]))
+            inputs.update(rows=cpu(c["rows"]))
             if has_features:
                 inputs["feature_shapes"] = features.shape(device="cpu")
         if read_layout:
             inputs["layout"] = images.property("layout", device="cpu")
         inputs.update({f"{n}.shape": v.shape(device="cpu") for n, v in named.items()})
-        planner = _ops.PairPlanner(cfg, costs=cost_op, has_features=has_features and cfg.k > 1,
-                                   layout=layout, n_extra=len(extra), n_masks=len(masks),
-                                   return_info=return_info)
+        planner = _device.PairPlanner(cfg, costs=cost_op, has_features=has_features and cfg.k > 1,
+                                      layout=layout, n_extra=len(extra), n_masks=len(masks),
+                                      return_info=return_info)
         p = python(planner, inputs)
         axes = spatial_axes(layout, len(layout), op) if layout and cfg.uses_cutmix else None
-        applier = _ops.PairApply(cfg, axes=axes, n_extra=len(extra), n_masks=len(masks))
+        applier = _device.PairApply(cfg, axes=axes, n_extra=len(extra), n_masks=len(masks), planner=planner)
         outs = python(applier, dict(images=images, plan=p["plan"].gpu(),
                                     **{n: v.gpu() for n, v in named.items()}),
                       device="gpu", layouts={"images": layout})
-        check = python(_ops.DeviceCheck(cfg, applier), dict(labels=p["labels"], facts=outs["facts"].cpu()))
+        check = python(_device.DeviceCheck(cfg, applier),
+                       dict(labels=p["labels"], done=outs["images"].shape(device="cpu")))
         outs.update(labels=check["labels"].gpu(), **{k: p[k] for k in ("partner", "lam") if k in p})
     masks_out = tuple(with_layout_of(outs[n], node, False) for n, node in named.items() if n.startswith("masks"))
     out = _finish(cfg, images, outs, named, layout, masks_out)
@@ -173,18 +176,19 @@ def zeta(cfg, images, labels, *, extra=(), masks=(), layout=None, return_info: b
                                **seed_kwargs(op, seed))
     named = _extras(extra, ())
     if images.device == "cpu":
-        host = _ops.ZetaHost(cfg, n_extra=len(extra), return_info=return_info)
+        host = _host.ZetaHost(cfg, n_extra=len(extra), return_info=return_info)
         outs = python(host, dict(images=images, labels=cpu(labels), draws=draws,
                                  **{n: cpu(v) for n, v in named.items()}), layouts={"images": layout})
     else:
         _compat.require_cupy(op)
-        planner = _ops.ZetaPlanner(cfg, n_extra=len(extra), return_info=return_info)
+        planner = _device.ZetaPlanner(cfg, n_extra=len(extra), return_info=return_info)
         p = python(planner, dict(shapes=images.shape(device="cpu"), labels=cpu(labels), draws=draws,
                                  **{f"{n}.shape": v.shape(device="cpu") for n, v in named.items()}))
-        applier = _ops.ZetaApply(cfg, n_extra=len(extra))
+        applier = _device.ZetaApply(cfg, n_extra=len(extra))
         outs = python(applier, dict(images=images, plan=p["plan"].gpu(), **{n: v.gpu() for n, v in named.items()}),
                       device="gpu", layouts={"images": layout})
-        check = python(_ops.DeviceCheck(cfg, applier), dict(labels=p["labels"], facts=outs["facts"].cpu()))
+        check = python(_device.DeviceCheck(cfg, applier),
+                       dict(labels=p["labels"], done=outs["images"].shape(device="cpu")))
         outs.update(labels=check["labels"].gpu(), **{k: p[k] for k in ("index", "weights") if k in p})
     out = _finish(cfg, images, outs, named, layout, tuple(masks))
     return out + (outs["index"], outs["weights"]) if return_info else out

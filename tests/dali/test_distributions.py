@@ -14,7 +14,7 @@ from scipy import stats
 
 import dali_mixup.fn as mfn
 from dali_mixup.config import PairConfig
-from dali_mixup.dali import _graph, _ops
+from dali_mixup.dali import _device, _graph
 from nvidia.dali import fn, pipeline_def, types
 
 pytestmark = pytest.mark.dali
@@ -76,7 +76,7 @@ def test_cutmix_box_centres_and_lam_are_uniform_and_beta():
 
     def graph(x, y):
         draws = fn.random.uniform(range=[0.0, 1.0], shape=[8], dtype=types.FLOAT64)
-        planner = _ops.PairPlanner(cfg, costs=None, has_features=False, layout="HWC", n_extra=0,
+        planner = _device.PairPlanner(cfg, costs=None, has_features=False, layout="HWC", n_extra=0,
                                    n_masks=0, return_info=True)
         out = _graph.python(planner, dict(shapes=fn.constant(idata=[h, w, 1], dtype=types.INT64),
                                           labels=y, draws=draws))

@@ -1,21 +1,26 @@
-"""The GPU path, seen without a GPU.
+"""The GPU path, seen without a GPU, through the real CuPy and DALI.
 
 * Graph build: every operator's GPU graph (images moved with ``.gpu()``), for every option
-  that changes the wiring, is defined and built by DALI's default executor with a stub
-  ``cupy`` module: no GPU-to-CPU edge may be refused.
+  that changes the wiring, is defined and built by DALI's default executor with the real
+  ``cupy`` installed: no GPU-to-CPU edge may be refused.
 * DALI's own wrapper: each GPU python operator runs through ``function_wrapper_batch`` and
-  ``_cupy_stream_wrapper`` (the functions DALI calls), on ``array_api_strict`` arrays on a
-  non-default device, with a fake CuPy stream that records being destroyed. DALI's output
-  contract is asserted, and no input, good or bad, may raise inside a GPU operator.
-* The GPU chain (planner -> GPU apply -> check) gives the array layer's result and accepts
-  and rejects exactly what the CPU pipeline accepts and rejects.
+  ``_cupy_stream_wrapper`` (the functions DALI calls) with CuPy's real ``Stream`` class, whose
+  destructor destroys a borrowed DALI stream when an operator raises. Only the device calls are
+  replaced: DALI's ``current_dali_stream`` and the stream's enter/exit (which select the CUDA
+  device). The destroy itself fails without a driver and CuPy reports it as an unraisable
+  exception, which the tests record. The operators run on ``array_api_strict`` arrays on a
+  non-default device (CuPy cannot compute without a GPU).
+* The GPU chain (index -> costs -> planner -> GPU apply -> check) gives the array layer's
+  result and accepts and rejects exactly what the CPU pipeline accepts and rejects.
 """
 from __future__ import annotations
 
 import gc
 import sys
 import types as pytypes
+import warnings
 
+import cupy
 import numpy as np
 import pytest
 
@@ -24,7 +29,7 @@ import array_api_strict as xps
 import dali_mixup as dm
 import dali_mixup.fn as mfn
 from dali_mixup.config import PairConfig, ZetaConfig
-from dali_mixup.dali import _ops
+from dali_mixup.dali import _device, _graph
 from dali_mixup.draws import pair_draws_from_uniforms, pair_uniform_width
 from dali_mixup.plan import plan_blocks, representatives
 from nvidia.dali import fn, pipeline_def, types
@@ -34,16 +39,14 @@ from conftest import run_dali
 
 pytestmark = pytest.mark.dali
 
-DEV = xps.Device("device1")  # a non-default device: any allocation without device= fails
+DEV = xps.Device("device1")
+Array = type(xps.asarray(0.0))  # array_api_strict's array class  # a non-default device: any allocation without device= fails
+DALI_STREAM = 0xDA11
 
 
-class FakeStream:
-    """Stands in for ``cupy.cuda.Stream``: records a destroy of a borrowed (non-zero) pointer."""
-
-    destroyed: list = []
-
-    def __init__(self, null=False):
-        self.ptr = 0
+class DevicelessStream(cupy.cuda.Stream):
+    """CuPy's own ``Stream`` (its ``ptr`` and its destructor, which destroys a non-zero
+    borrowed stream) with only the device selection of ``with stream:`` left out."""
 
     def __enter__(self):
         return self
@@ -51,38 +54,44 @@ class FakeStream:
     def __exit__(self, *exc):
         return False
 
-    def __del__(self):
-        if self.ptr:
-            FakeStream.destroyed.append(self.ptr)
+
+_DESTROYED: list = []
 
 
 @pytest.fixture
-def stub_cupy(monkeypatch):
-    """A ``cupy`` module with just what DALI touches when it builds and wraps GPU operators."""
-    cupy = pytypes.ModuleType("cupy")
-    cupy.cuda = pytypes.SimpleNamespace(Stream=FakeStream)
-    cupy.from_dlpack = lambda x: x
-    cupy.ndarray = type("ndarray", (), {})  # array-api-compat asks isinstance(x, cupy.ndarray)
-    monkeypatch.setitem(sys.modules, "cupy", cupy)
+def destroyed(monkeypatch):
+    """Streams CuPy tried to destroy (its ``streamDestroy`` fails here; the failure, raised in
+    ``Stream.__del__``, reaches ``sys.unraisablehook``). DALI's wrapper builds its stream from
+    ``cupy.cuda.Stream``; the one device call in DALI, its current stream, is given a pointer."""
+    seen = []
+
+    def hook(u):
+        if "Stream.__del__" in repr(u.object) or "streamDestroy" in str(u.exc_value) or \
+                type(u.exc_value).__name__ == "CUDARuntimeError":
+            seen.append(str(u.exc_value))
+        else:
+            sys.__unraisablehook__(u)
+
+    monkeypatch.setattr(sys, "unraisablehook", hook)
+    monkeypatch.setattr(cupy.cuda, "Stream", DevicelessStream)
     monkeypatch.setattr(dali_pf, "cupy", cupy)
     monkeypatch.setattr(dali_pf.PythonFunction, "current_stream",
-                        staticmethod(lambda: pytypes.SimpleNamespace(ptr=0xDA11)))
-    FakeStream.destroyed = []
-    return cupy
+                        staticmethod(lambda: pytypes.SimpleNamespace(ptr=DALI_STREAM)))
+    monkeypatch.setattr(sys.modules[__name__], "_DESTROYED", seen)
+    return seen
 
 
 def run_gpu_op(op, *inputs):
     """Call ``op`` exactly as DALI calls a GPU python operator with batch processing."""
-    with pytest.MonkeyPatch.context():
-        pipe = _stub_pipeline()
+    pipe = _stub_pipeline()
 
-        def wrapped(*args):
-            return dali_pf.PythonFunction._cupy_stream_wrapper(op, *args)
+    def wrapped(*args):
+        return dali_pf.PythonFunction._cupy_stream_wrapper(op, *args)
 
-        out = dali_pf.PythonFunction.function_wrapper_batch(
-            pipe, wrapped, len(op.outputs), lambda x: x, lambda x: x, *inputs)
+    out = dali_pf.PythonFunction.function_wrapper_batch(
+        pipe, wrapped, len(op.outputs), lambda x: x, lambda x: x, *inputs)
     gc.collect()
-    assert FakeStream.destroyed == [], "a GPU operator raised: DALI's stream would be destroyed"
+    assert _DESTROYED == [], "a GPU operator raised: CuPy destroyed DALI's stream"
     return out if isinstance(out, tuple) else (out,)
 
 
@@ -115,6 +124,27 @@ def dev(samples):
 
 def host(samples):
     return [np.from_dlpack(a) for a in samples]
+
+
+def test_a_raising_gpu_function_destroys_dalis_stream_under_the_real_cupy(destroyed):
+    """The hazard the guard exists for, shown with CuPy's own Stream class: a function that
+    raises inside DALI's wrapper leaves the borrowed pointer set, and CuPy's destructor then
+    destroys DALI's stream. A function that returns normally leaves nothing to destroy."""
+    def boom(*_):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        dali_pf.PythonFunction.function_wrapper_batch(
+            _stub_pipeline(), lambda *a: dali_pf.PythonFunction._cupy_stream_wrapper(boom, *a),
+            1, lambda x: x, lambda x: x, [np.zeros(1)])
+    gc.collect()
+    assert len(destroyed) == 1
+    destroyed.clear()
+    dali_pf.PythonFunction.function_wrapper_batch(
+        _stub_pipeline(), lambda *a: dali_pf.PythonFunction._cupy_stream_wrapper(lambda x: x, *a),
+        1, lambda x: x, lambda x: x, [np.zeros(1)])
+    gc.collect()
+    assert destroyed == []
 
 
 # ------------------------------------------------------------------------ graph build
@@ -159,19 +189,19 @@ GPU_CASES = {
 
 
 @pytest.mark.parametrize("name", list(GPU_CASES))
-def test_every_gpu_graph_builds_with_the_default_executor(name, stub_cupy):
+def test_every_gpu_graph_builds_with_the_default_executor(name, destroyed):
     p = _gpu_graph(GPU_CASES[name])
     assert p is not None
 
 
-def test_the_legacy_executor_refuses_the_gpu_graph(stub_cupy):
+def test_the_legacy_executor_refuses_the_gpu_graph(destroyed):
     """Why the benchmarks and pipelines never pass exec_async=False, exec_pipelined=False."""
     with pytest.raises(RuntimeError, match="(?i)executor|cpu"):
         _gpu_graph(GPU_CASES["mixup"], executor=dict(exec_async=False, exec_pipelined=False))
 
 
 @pytest.mark.parametrize("mixing", ["mixup", "k_mixup", "cutmix", "mix", "zeta_mixup"])
-def test_ready_made_gpu_pipelines_build(mixing, stub_cupy, monkeypatch):
+def test_ready_made_gpu_pipelines_build(mixing, destroyed, monkeypatch):
     import dali_mixup.pipelines.arrays as arrays
 
     monkeypatch.setattr(arrays, "resolve_device", lambda device, local_rank=0: 0)
@@ -183,7 +213,25 @@ def test_ready_made_gpu_pipelines_build(mixing, stub_cupy, monkeypatch):
 
 def test_gpu_images_without_cupy_say_which_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
-    with pytest.raises(ImportError, match=r"pip install 'dali-mixup\[gpu\]'"):
+    with pytest.raises(ImportError, match=r"need CuPy .* pip install 'dali-mixup\[gpu-cu12\]' \(CUDA 12\) "
+                                          r"or 'dali-mixup\[gpu-cu13\]' \(CUDA 13\)"):
+        _gpu_graph(GPU_CASES["mixup"])
+
+
+def test_a_cupy_that_does_not_import_is_named_as_such(monkeypatch):
+    """CuPy present but broken (a CUDA library of the wrong major missing): not "install CuPy"."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def broken(name, *args, **kwargs):
+        if name == "cupy":
+            raise ImportError("libnvrtc.so.12: cannot open shared object file", name="cupy_backends.cuda.libs")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "cupy")
+    monkeypatch.setattr(builtins, "__import__", broken)
+    with pytest.raises(ImportError, match=r"mixup: CuPy is installed but does not import \(libnvrtc"):
         _gpu_graph(GPU_CASES["mixup"])
 
 
@@ -196,45 +244,43 @@ def _uniforms(cfg, b, rng):
 
 def _pair_chain(cfg, images, labels, draws, *, layout="HWC", features=None, extra=(), masks=()):
     """The GPU wiring of a pair operator, each GPU operator through DALI's wrapper."""
-    b = len(images)
     inputs = dict(shapes=[np.array(a.shape) for a in images], labels=labels, draws=draws)
     cost_op = None
     if cfg.k > 1:
         arg = "features" if features is not None else "images"
-        cost_op = _ops.BlockCosts(cfg, arg)
-        rows, facts = run_gpu_op(cost_op, dev(features if features is not None else images), dev(draws))
-        assert_dali_contract((rows, facts), b)
-        inputs.update(rows=host(rows), cost_facts=host(facts))
+        cost_op = _device.BlockCosts(cfg, arg)
+        (index,) = _device.BlockIndex(cfg)(draws)
+        (rows,) = run_gpu_op(cost_op, dev(features if features is not None else images), dev(index))
+        assert_dali_contract((rows,), len(images))
+        inputs.update(rows=host(rows))
         if features is not None:
             inputs["feature_shapes"] = [np.array(f.shape) for f in features]
     if cfg.uses_cutmix:
-        inputs["layout"] = [np.frombuffer(layout.encode(), np.uint8)] * b
+        inputs["layout"] = [np.frombuffer(layout.encode(), np.uint8)] * len(images)
     names = [f"extra[{j}]" for j in range(len(extra))] + [f"masks[{j}]" for j in range(len(masks))]
     for n, t in zip(names, list(extra) + list(masks)):
         inputs[f"{n}.shape"] = [np.array(a.shape) for a in t]
-    planner = _ops.PairPlanner(cfg, costs=cost_op, has_features=features is not None and cfg.k > 1,
-                               layout=None, n_extra=len(extra), n_masks=len(masks), return_info=True)
+    planner = _device.PairPlanner(cfg, costs=cost_op, has_features=features is not None and cfg.k > 1,
+                                  layout=None, n_extra=len(extra), n_masks=len(masks), return_info=True)
     plan, soft, partner, lam = planner(*[inputs[n] for n in planner.inputs])
-    applier = _ops.PairApply(cfg, axes=None, n_extra=len(extra), n_masks=len(masks))
+    applier = _device.PairApply(cfg, axes=None, n_extra=len(extra), n_masks=len(masks), planner=planner)
     outs = run_gpu_op(applier, dev(images), dev(plan), *[dev(t) for t in list(extra) + list(masks)])
-    assert_dali_contract(outs, b)
-    check = _ops.DeviceCheck(cfg, applier)
-    (soft,) = check(soft, host(outs[1]))
+    assert_dali_contract(outs, len(images))
+    (soft,) = _device.DeviceCheck(cfg, applier)(soft, [np.array(a.shape) for a in outs[0]])
     return dict(images=host(outs[0]), labels=soft, partner=partner, lam=lam,
-                rest=[host(o) for o in outs[2:]])
+                rest=[host(o) for o in outs[1:]])
 
 
 def _zeta_chain(cfg, images, labels, draws, extra=()):
-    b = len(images)
-    planner = _ops.ZetaPlanner(cfg, n_extra=len(extra), return_info=True)
+    planner = _device.ZetaPlanner(cfg, n_extra=len(extra), return_info=True)
     plan, soft, index, weights = planner([np.array(a.shape) for a in images], labels, draws,
                                          *[[np.array(a.shape) for a in e] for e in extra])
-    applier = _ops.ZetaApply(cfg, n_extra=len(extra))
+    applier = _device.ZetaApply(cfg, n_extra=len(extra))
     outs = run_gpu_op(applier, dev(images), dev(plan), *[dev(e) for e in extra])
-    assert_dali_contract(outs, b)
-    (soft,) = _ops.DeviceCheck(cfg, applier)(soft, host(outs[1]))
+    assert_dali_contract(outs, len(images))
+    (soft,) = _device.DeviceCheck(cfg, applier)(soft, [np.array(a.shape) for a in outs[0]])
     return dict(images=host(outs[0]), labels=soft, index=index, weights=weights,
-                rest=[host(o) for o in outs[2:]])
+                rest=[host(o) for o in outs[1:]])
 
 
 def _ids(b, c=3):
@@ -252,7 +298,7 @@ PAIR_CFGS = {
 
 @pytest.mark.parametrize("name", list(PAIR_CFGS))
 @pytest.mark.parametrize("b", [1, 2, 7, 12])
-def test_gpu_pair_chain_equals_the_array_layer(name, b, stub_cupy, rng):
+def test_gpu_pair_chain_equals_the_array_layer(name, b, destroyed, rng):
     cfg = PAIR_CFGS[name]
     images = [rng.normal(size=(6, 5, 3)).astype(np.float32) for _ in range(b)]
     extra = [[a * 2 for a in images]]
@@ -275,7 +321,7 @@ def test_gpu_pair_chain_equals_the_array_layer(name, b, stub_cupy, rng):
 @pytest.mark.parametrize("kw", [dict(), dict(T=3, method="gather"), dict(T=5, method="matmul"),
                                 dict(prob=0.5, gamma=(1.8, 4.0))])
 @pytest.mark.parametrize("b", [1, 2, 9])
-def test_gpu_zeta_chain_equals_the_array_layer(kw, b, stub_cupy, rng):
+def test_gpu_zeta_chain_equals_the_array_layer(kw, b, destroyed, rng):
     cfg = ZetaConfig.zeta_mixup(num_classes=3, **kw)
     images = [rng.integers(0, 256, size=(4, 3, 2)).astype(np.uint8) for _ in range(b)]
     width = 16 + (2 if cfg.prob < 1 else 1)
@@ -300,41 +346,247 @@ BAD_INPUTS = {
 }
 
 
-@pytest.mark.parametrize("bad", list(BAD_INPUTS))
-@pytest.mark.parametrize("op", ["BlockCosts", "PairApply", "ZetaApply"])
-def test_no_input_raises_inside_a_gpu_operator(op, bad, stub_cupy, rng):
-    b = 6
-    images = BAD_INPUTS[bad](rng, b)
-    cfg = PairConfig.cutmix(k=2, num_classes=3) if op != "ZetaApply" else ZetaConfig.zeta_mixup()
+def _gpu_op_and_inputs(op, cfg, images, rng):
+    b = len(images)
     if op == "BlockCosts":
-        gpu_op, inputs = _ops.BlockCosts(cfg, "images"), (dev(images), dev(_uniforms(cfg, b, rng)))
-    elif op == "PairApply":
-        rows = [np.array([(i + 1) % b, 0.5, 0.5, 1, 0, 2, 0, 2, 0, 1], np.float64) for i in range(b)]
-        gpu_op, inputs = _ops.PairApply(cfg, axes=None, n_extra=0, n_masks=0), (dev(images), dev(rows))
-    else:
-        rows = [np.ones(b) / b for _ in range(b)]
-        gpu_op, inputs = _ops.ZetaApply(cfg, n_extra=0), (dev(images), dev(rows))
-    outs = run_gpu_op(gpu_op, *inputs)
+        (index,) = _device.BlockIndex(cfg)(_uniforms(cfg, b, rng))
+        return _device.BlockCosts(cfg, "images"), (dev(images), dev(index))
+    if op == "PairApply":
+        rows = [np.array([(i + 1) % b, 0.5, 0.5, 1, 0, 2, 0, 2], np.float64) for i in range(b)]
+        return _device.PairApply(cfg, axes=(0, 1), n_extra=0, n_masks=0), (dev(images), dev(rows))
+    rows = [np.ones(b) / b for _ in range(b)]
+    return _device.ZetaApply(cfg, n_extra=0), (dev(images), dev(rows))
+
+
+GPU_OPS = ["BlockCosts", "PairApply", "ZetaApply"]
+
+
+def _cfg_for(op):
+    return ZetaConfig.zeta_mixup() if op == "ZetaApply" else PairConfig.cutmix(k=2, num_classes=3)
+
+
+@pytest.mark.parametrize("bad", list(BAD_INPUTS))
+@pytest.mark.parametrize("op", GPU_OPS)
+def test_no_input_raises_inside_a_gpu_operator(op, bad, destroyed, rng):
+    b = 6
+    cfg = _cfg_for(op)
+    gpu_op, inputs = _gpu_op_and_inputs(op, cfg, BAD_INPUTS[bad](rng, b), rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        outs = run_gpu_op(gpu_op, *inputs)
     assert_dali_contract(outs, b)
-    facts = host(outs[1])
-    assert facts[0][0] in (0, 1)
+    report = gpu_op.reports.take()
     if bad in ("int16 images", "bool images"):  # reported for the CPU side to raise
+        assert report.failure is None
         with pytest.raises(ValueError, match=r"argument '(images|features)' expected images of dtype"):
-            _ops.raise_reported(gpu_op, cfg.op, facts, ("images",), None)
+            _device.raise_reported(report, cfg.op, None)
 
 
-def test_a_failed_gpu_operator_is_raised_by_its_cpu_check(stub_cupy, rng):
+@pytest.mark.parametrize("op", GPU_OPS)
+def test_a_failing_gpu_operator_passes_its_inputs_through_and_the_cpu_raises(op, destroyed, rng, monkeypatch):
+    """Whatever fails inside a GPU operator: no raise, B entries per output that are its own
+    inputs (nothing allocated), the failure shown at once as a warning and raised by the CPU
+    operator that reads the batch's report, with the failure's text."""
+    b = 5
+    cfg = _cfg_for(op)
+    images = [rng.normal(size=(4, 4, 3)).astype(np.float32) for _ in range(b)]
+    gpu_op, inputs = _gpu_op_and_inputs(op, cfg, images, rng)
+
+    def broken(a):
+        raise MemoryError("out of device memory (simulated)")
+
+    monkeypatch.setattr(gpu_op, "run", broken)
+    with pytest.warns(RuntimeWarning, match=r"GPU operator .* failed: MemoryError: out of device memory"):
+        outs = run_gpu_op(gpu_op, *inputs)
+    assert_dali_contract(outs, b)
+    source = {n: inputs[gpu_op.inputs.index(src)] for n, src in gpu_op.passthrough.items()}
+    for name, out in zip(gpu_op.outputs, outs):
+        assert all(o is i for o, i in zip(out, source[name]))
+    with pytest.raises(RuntimeError, match=r"the GPU operator failed: MemoryError: out of device memory"):
+        _device.raise_reported(gpu_op.reports.take(), cfg.op, None)
+
+
+@pytest.mark.parametrize("op", GPU_OPS)
+def test_a_gpu_operator_whose_outputs_break_dalis_contract_is_a_reported_failure(op, destroyed, rng,
+                                                                                monkeypatch):
+    b = 4
+    cfg = _cfg_for(op)
+    gpu_op, inputs = _gpu_op_and_inputs(op, cfg, [np.zeros((4, 4, 3), np.float32)] * b, rng)
+    monkeypatch.setattr(gpu_op, "run", lambda a: {n: [] for n in gpu_op.outputs})  # 0 samples, not B
+    with pytest.warns(RuntimeWarning):
+        outs = run_gpu_op(gpu_op, *inputs)
+    assert_dali_contract(outs, b)
+    with pytest.raises(RuntimeError, match=r"outputs of \[0.*\] samples for a batch of 4"):
+        _device.raise_reported(gpu_op.reports.take(), cfg.op, None)
+
+
+def test_failures_are_kept_per_batch_with_batches_in_flight(destroyed, rng, monkeypatch):
+    """Two batches through the GPU operator before the CPU check reads the first (DALI's
+    prefetch): each check raises its own batch's failure, or none."""
     cfg = PairConfig.mixup(num_classes=3)
-    applier = _ops.PairApply(cfg, axes=None, n_extra=0, n_masks=0)
+    applier = _device.PairApply(cfg, axes=None, n_extra=0, n_masks=0)
     images = [rng.normal(size=(4, 4, 3)).astype(np.float32) for _ in range(4)]
-    garbage = [np.zeros(3, np.float64)] * 4  # plan rows of the wrong width
-    outs = run_gpu_op(applier, dev(images), dev(garbage))
-    assert host(outs[1])[0][0] == 1 and applier.failure
-    with pytest.raises(RuntimeError, match="mixup: the GPU operator failed"):
-        _ops.DeviceCheck(cfg, applier)([np.zeros(3, np.float32)] * 4, host(outs[1]))
+    rows = [np.array([(i + 1) % 4, 0.5, 0.5, 0, 0, 0, 0, 0], np.float64) for i in range(4)]
+    good_run = applier.run
+    monkeypatch.setattr(applier, "run", lambda a: (_ for _ in ()).throw(ValueError("first batch")))
+    with pytest.warns(RuntimeWarning):
+        run_gpu_op(applier, dev(images), dev(rows))
+    monkeypatch.setattr(applier, "run", good_run)
+    out2 = run_gpu_op(applier, dev(images), dev(rows))
+    check = _device.DeviceCheck(cfg, applier)
+    done = [np.array(a.shape) for a in out2[0]]
+    with pytest.raises(RuntimeError, match="first batch"):
+        check([np.zeros(3, np.float32)] * 4, done)
+    (labels,) = check([np.zeros(3, np.float32)] * 4, done)  # the second batch: no failure
+    assert len(labels) == 4 and len(applier.reports) == 0
 
 
-def test_nonfinite_costs_from_the_gpu_are_raised_on_the_cpu(stub_cupy, rng):
+@pytest.mark.parametrize("op", GPU_OPS)
+def test_every_gpu_operator_failure_surfaces_through_the_whole_chain(op, destroyed, rng, monkeypatch):
+    """A failure in any GPU operator reaches the user as the CPU operator's error."""
+    b = 6
+    images = [rng.normal(size=(4, 4, 3)).astype(np.float32) for _ in range(b)]
+    cls = getattr(_device, op)
+    real_run = cls.run
+
+    def broken(self, a):
+        if a and next(iter(a.values())):
+            raise RuntimeError(f"{op} broke")
+        return real_run(self, a)
+
+    monkeypatch.setattr(cls, "run", broken)
+    with pytest.raises(RuntimeError, match=f"the GPU operator failed: RuntimeError: {op} broke"), \
+            pytest.warns(RuntimeWarning):
+        if op == "ZetaApply":
+            cfg = ZetaConfig.zeta_mixup(num_classes=3)
+            _zeta_chain(cfg, images, _ids(b), [rng.random(10).astype(np.float32) for _ in range(b)])
+        else:
+            cfg = PairConfig.k_mixup(k=3, num_classes=3)
+            _pair_chain(cfg, images, _ids(b), _uniforms(cfg, b, rng))
+
+
+@pytest.mark.parametrize("cfg", [PairConfig.k_mixup(k=3, num_classes=3), PairConfig.cutmix(num_classes=3),
+                                 PairConfig.mix(k=2, num_classes=3), PairConfig.mixup(num_classes=3)],
+                         ids=["k_mixup", "cutmix", "mix", "mixup"])
+def test_gpu_operators_read_nothing_back_from_the_device(cfg, destroyed, rng, monkeypatch):
+    """No host synchronisation inside a GPU operator: not for the draws (the block indices come
+    from the host), not for a finiteness check of the costs, not for CutMix's axes. Every way an
+    array_api_strict array can reach the host is spied on while a GPU operator runs."""
+    inside, reads = {"op": None}, []
+    for name in ("__bool__", "__int__", "__float__", "__index__", "__array__", "__dlpack__", "to_device"):
+        real = getattr(Array, name, None)
+        if real is None:
+            continue
+
+        def spy(self, *args, _real=real, _name=name, **kwargs):
+            if inside["op"]:
+                reads.append((inside["op"], _name))
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Array, name, spy)
+    real_call = _device.DeviceOp.__call__
+
+    def call(self, *args):
+        inside["op"] = type(self).__name__
+        try:
+            return real_call(self, *args)
+        finally:
+            inside["op"] = None
+
+    monkeypatch.setattr(_device.DeviceOp, "__call__", call)
+    b = 7
+    images = [rng.normal(size=(4, 5, 3)).astype(np.float32) for _ in range(b)]
+    got = _pair_chain(cfg, images, _ids(b), _uniforms(cfg, b, rng))
+    assert len(got["images"]) == b
+    assert reads == []
+
+
+def test_a_float32_batch_is_mixed_with_one_batch_sized_temporary(destroyed, rng, monkeypatch):
+    """GPU mixup of a float32 batch allocates the stacked batch and the partner gather, and
+    nothing else batch-sized: no cast copy of float32 input, no blend temporaries."""
+    b = 6
+    cfg = PairConfig.mixup(num_classes=3)
+    applier = _device.PairApply(cfg, axes=None, n_extra=0, n_masks=0)
+    images = [rng.normal(size=(4, 4, 3)).astype(np.float32) for _ in range(b)]
+    rows = [np.array([(i + 1) % b, 0.25, 0.75, 0, 0, 0, 0, 0], np.float64) for i in range(b)]
+    made = []  # shapes of the new buffers (not views) wrapped in arrays
+    real_new = Array._new.__func__
+
+    def new(cls, x, /, device):
+        if isinstance(x, np.ndarray) and x.flags.owndata:
+            made.append(x.shape)
+        return real_new(cls, x, device=device)
+
+    monkeypatch.setattr(Array, "_new", classmethod(new))
+    (out,) = run_gpu_op(applier, dev(images), dev(rows))
+    monkeypatch.undo()
+    assert made.count((b, 4, 4, 3)) == 2, made
+    x = np.stack(images)
+    want = 0.25 * x + 0.75 * x[(np.arange(b) + 1) % b]
+    np.testing.assert_array_equal(np.stack(host(out)), want)
+
+
+def _cyclic_batch(cfg, b, rng, d=12):
+    """Images whose optimal k-mixup matching (k >= 3) is known and unique: in every block,
+    left row j's nearest right row is (j + 1) % k, by a wide margin. That matching is a k-cycle,
+    not its own inverse, so solving the transposed cost matrix gives other partners."""
+    draws = _uniforms(cfg, b, rng)
+    blocks = plan_blocks(np.stack(draws)[:, :2], b, cfg.k, cfg.pairing)
+    images = [np.zeros((d, 1, 1), np.float32) for _ in range(b)]
+    want = np.arange(b)
+    for left, right, size in zip(blocks.left, blocks.right, blocks.sizes):
+        k = int(size)
+        assert k >= 3
+        for j in range(k):
+            centre = rng.normal(size=(d, 1, 1)).astype(np.float32) * 50 * (1 + j)
+            images[left[j]] = centre + rng.normal(size=(d, 1, 1)).astype(np.float32) * 0.01
+            images[right[(j + 1) % k]] = centre + rng.normal(size=(d, 1, 1)).astype(np.float32) * 0.01
+            want[left[j]], want[right[(j + 1) % k]] = right[(j + 1) % k], left[j]
+    return images, draws, want
+
+
+@pytest.mark.parametrize("cost", ["sqeuclidean", "euclidean"])
+@pytest.mark.parametrize("by", ["images", "features"])
+def test_gpu_k_mixup_finds_the_unique_optimal_cyclic_matching(cost, by, destroyed, rng):
+    cfg = PairConfig.k_mixup(k=3, num_classes=3, cost=cost)
+    b = 12
+    images, draws, want = _cyclic_batch(cfg, b, rng)
+    feats = [a[:, :, 0] * 2.0 for a in images] if by == "features" else None
+    if feats is not None:  # the images then carry no structure: only the features can match
+        images = [rng.normal(size=a.shape).astype(np.float32) for a in images]
+    got = _pair_chain(cfg, images, _ids(b), draws, features=feats)
+    np.testing.assert_array_equal(np.stack(got["partner"]), want)
+    x = np.stack(images)
+    ref = dm.k_mixup(x, np.stack(_ids(b)), k=3, num_classes=3, cost=cost,
+                     features=np.stack(feats) if feats is not None else None,
+                     draws=pair_draws_from_uniforms(cfg, np.stack(draws), representatives(
+                         plan_blocks(np.stack(draws)[:, :2], b, 3, cfg.pairing), cfg.lam_mode, b)))
+    np.testing.assert_array_equal(ref.partner, want)
+    np.testing.assert_allclose(np.stack(got["images"]), ref.images, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,want", [
+    ("mixup", {"PairApply": 1}), ("k_mixup", {"BlockCosts": 1, "PairApply": 1}),
+    ("k_mixup cpu features", {"PairApply": 1}), ("cutmix", {"PairApply": 1}),
+    ("k_mixup extra masks info", {"BlockCosts": 1, "PairApply": 3}),
+    ("zeta", {"ZetaApply": 1}), ("zeta matmul extra masks info", {"ZetaApply": 2})])
+def test_gpu_operators_output_only_the_arrays_that_must_be_there(name, want, destroyed, monkeypatch):
+    """Each GPU output costs B DLPack exports and B device copies per batch in DALI: count the
+    outputs of the GPU python operators each graph builds (no host facts among them)."""
+    made = {}
+    real = _graph.python
+
+    def counting(op, inputs, *, device="cpu", layouts=None):
+        if device == "gpu":
+            made[type(op).__name__] = made.get(type(op).__name__, 0) + len(op.outputs)
+        return real(op, inputs, device=device, layouts=layouts)
+
+    monkeypatch.setattr(_graph, "python", counting)
+    _gpu_graph(GPU_CASES[name])
+    assert made == want
+
+
+def test_nonfinite_costs_from_the_gpu_are_raised_on_the_cpu(destroyed, rng):
     cfg = PairConfig.k_mixup(k=2, num_classes=3)
     images = [rng.normal(size=(4, 4, 3)).astype(np.float32) for _ in range(6)]
     images[2] = np.full((4, 4, 3), np.inf, np.float32)
@@ -342,7 +594,7 @@ def test_nonfinite_costs_from_the_gpu_are_raised_on_the_cpu(stub_cupy, rng):
         _pair_chain(cfg, images, _ids(6), _uniforms(cfg, 6, rng))
 
 
-def test_empty_batches_through_the_gpu_chain(stub_cupy):
+def test_empty_batches_through_the_gpu_chain(destroyed):
     got = _pair_chain(PairConfig.k_mixup(k=2, num_classes=3), [], [], [])
     assert got["images"] == [] and got["labels"] == []
     got = _zeta_chain(ZetaConfig.zeta_mixup(num_classes=3), [], [], [])
@@ -387,7 +639,7 @@ def _gpu_outcome(op, kw, images, labels, rng):
 @pytest.mark.parametrize("op,kw", [("k_mixup", dict(k=2)), ("mixup", {}), ("cutmix", {}),
                                    ("zeta_mixup", {})])
 @pytest.mark.parametrize("in_dtype,out_dtype", PARITY)
-def test_cpu_and_gpu_accept_and_reject_the_same_inputs(op, kw, in_dtype, out_dtype, stub_cupy, rng):
+def test_cpu_and_gpu_accept_and_reject_the_same_inputs(op, kw, in_dtype, out_dtype, destroyed, rng):
     images = [(rng.random((4, 4, 3)) * 200).astype(in_dtype) for _ in range(6)]
     kw = dict(kw, num_classes=3, dtype=out_dtype)
     cpu = _cpu_outcome(op, kw, images, _ids(6))
@@ -401,7 +653,7 @@ def test_cpu_and_gpu_accept_and_reject_the_same_inputs(op, kw, in_dtype, out_dty
         assert cpu[1][0] == want
 
 
-def test_float64_keeps_float64_precision_on_both_devices(stub_cupy, rng):
+def test_float64_keeps_float64_precision_on_both_devices(destroyed, rng):
     """float64 images are mixed in float64 (lam too): the result equals a float64 reference."""
     b = 6
     images = [rng.normal(size=(3, 4, 2)) * 1e8 + 1.0 for _ in range(b)]
