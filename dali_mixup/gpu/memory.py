@@ -27,6 +27,9 @@ stays empty. Not measured on GPU where this was written.
 """
 from __future__ import annotations
 
+#: what the hooks were asked for in this process (calls and bytes), read by the GPU check
+COUNTS = {"malloc": 0, "bytes": 0}
+
 
 def torch_malloc(size: int, device_id: int) -> int:
     """CuPy's ``malloc`` hook: ``size`` bytes on ``device_id`` from torch's caching allocator,
@@ -35,7 +38,10 @@ def torch_malloc(size: int, device_id: int) -> int:
     import torch
 
     stream = cupy.cuda.get_current_stream(device_id).ptr
-    return torch.cuda.caching_allocator_alloc(size, device_id, stream)
+    ptr = torch.cuda.caching_allocator_alloc(size, device_id, stream)
+    COUNTS["malloc"] += 1
+    COUNTS["bytes"] += size
+    return ptr
 
 
 def torch_free(ptr: int, device_id: int) -> None:  # noqa: ARG001 - CuPy's hook signature

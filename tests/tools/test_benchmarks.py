@@ -150,32 +150,6 @@ def test_missed_targets_say_what_the_floors_account_for():
     assert "own work beyond both: 1.8 ms" in c["note"]
 
 
-def test_gpu_check_without_a_gpu_exits_non_zero_and_says_why(tmp_path, monkeypatch):
-    import sys
-
-    from benchmarks import gpu_check
-
-    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
-    assert gpu_check.main(["--out", str(tmp_path)]) == 1
-    res = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert "CuPy is not installed" in res["error"] and "dali-mixup[gpu]" in res["error"]
-    assert "No GPU check ran" in (tmp_path / "gpu_check.md").read_text()
-
-
-def test_gpu_check_treats_a_broken_cupy_as_an_error(tmp_path, monkeypatch):
-    import sys
-    import types
-
-    from benchmarks import gpu_check
-
-    broken = types.ModuleType("cupy")
-    broken.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(
-        getDeviceCount=lambda: (_ for _ in ()).throw(RuntimeError("cudaErrorInsufficientDriver"))))
-    monkeypatch.setitem(sys.modules, "cupy", broken)
-    assert gpu_check.main(["--out", str(tmp_path)]) == 1
-    assert "cudaErrorInsufficientDriver" in json.loads((tmp_path / "gpu_check.json").read_text())["error"]
-
-
 def test_the_peers_table_says_when_kornia_is_missing():
     def res(labels):
         return {"arrays": [{"rows": [{"label": lab, "source": "library"} for lab in labels]}]}

@@ -118,6 +118,35 @@ def test_wheel_ships_the_package_and_its_pipelines_and_nothing_top_level(wheel):
     assert "dali-mixup = dali_mixup.cli:main" in zipfile.ZipFile(wheel).read(meta).decode()
 
 
+def _extras(wheel: Path) -> dict:
+    """Extra -> the distributions it requires, read from the wheel's METADATA."""
+    z = zipfile.ZipFile(wheel)
+    meta = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    out: dict = {}
+    for line in meta.splitlines():
+        if line.startswith("Requires-Dist:") and "extra ==" in line:
+            req, marker = line[len("Requires-Dist:"):].split(";", 1)
+            extra = marker.split("extra ==")[1].strip().strip("'\"")
+            name = req.strip().split(">")[0].split("=")[0].split("<")[0].strip()
+            out.setdefault(extra, set()).add(name)
+    return out
+
+
+def test_each_cuda_major_has_an_extra_with_its_dali_and_cupy_builds(wheel):
+    extras = _extras(wheel)
+    assert extras["gpu-cu12"] == {"nvidia-dali-cuda120", "cupy-cuda12x"}
+    assert extras["gpu-cu13"] == {"nvidia-dali-cuda130", "cupy-cuda13x"}
+    assert extras["gpu"] == extras["gpu-cu12"]  # `gpu` stays the CUDA 12 set
+    from dali_mixup.gpu.versions import EXTRAS, major_of_distribution
+
+    for major, extra in EXTRAS.items():  # what the GPU check tells users to install exists
+        assert {major_of_distribution(d) for d in extras[extra]} == {major}, extra
+    # no extra mixes two CUDA majors, and no extra but the GPU ones pulls a CUDA 13 build
+    for extra, dists in extras.items():
+        majors = {major_of_distribution(d) for d in dists} - {None}
+        assert len(majors) <= 1, (extra, dists)
+
+
 def _python(home: Path, code: str, cwd: Path) -> str:
     """Run ``code`` with the Python of the venv under ``home``; its stdout (it must succeed)."""
     r = _run([home / "venv" / "bin" / "python", "-c", code], cwd=cwd, env=_env_vars(home))
@@ -154,6 +183,13 @@ def test_core_install_runs_the_array_layer_and_names_the_missing_extra(core_env,
     assert "pip install 'dali-mixup[train]'" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = _run([exe, "train", "--arrays", "digits"], cwd=tmp_path, env=_env_vars(core_env))
     assert r.returncode == 1 and "dali-mixup[train]" in r.stderr, r.stdout + r.stderr
+    # the GPU check without DALI, CuPy or torch: one line naming each and the extras
+    r = _run([exe, "gpu-check", "--out", tmp_path / "gc"], cwd=tmp_path, env=_env_vars(core_env))
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    line = r.stderr.strip()
+    assert "\n" not in line and line.startswith("dali-mixup gpu-check: NVIDIA DALI is not installed; "
+                                                "CuPy is not installed; PyTorch is not installed"), line
+    assert "'dali-mixup[gpu-cu12]' (CUDA 12) or 'dali-mixup[gpu-cu13]' (CUDA 13)" in line
 
 
 @pytest.mark.slow
