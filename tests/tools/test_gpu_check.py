@@ -145,3 +145,64 @@ def test_matching_cost_is_the_total_squared_distance_to_the_partners():
 
     x = np.array([[0.0, 0.0], [3.0, 4.0], [1.0, 0.0]], np.float32)
     assert check.matching_cost(x, np.array([1, 0, 2])) == 50.0
+
+
+# The check's own code, run without a GPU: its CPU-vs-CPU form and its GPU graphs.
+
+
+@pytest.mark.dali
+@pytest.mark.parametrize("name", list(check.OPERATORS))
+def test_the_parity_check_passes_cpu_against_cpu(name):
+    op, kw = check.OPERATORS[name]
+    check.parity(op, kw, batches=2, devices=("cpu", "cpu"))
+
+
+@pytest.mark.dali
+def test_the_parity_check_catches_a_different_plan(monkeypatch):
+    """Another seed on one side: the check fails (it is not vacuous)."""
+    real = check.parity_pipeline
+    calls = []
+
+    def second_differs(op, kw, device, images, labels, seed=11):
+        calls.append(device)
+        return real(op, kw, device, images, labels, seed=seed + (len(calls) == 2))
+
+    monkeypatch.setattr(check, "parity_pipeline", second_differs)
+    for op, kw in (("mixup", {}), ("k_mixup", dict(k=8))):
+        calls.clear()
+        with pytest.raises(AssertionError):
+            check.parity(op, kw, batches=2, devices=("cpu", "cpu"))
+
+
+@pytest.mark.dali
+@pytest.mark.parametrize("mixing", ["mixup", "k_mixup", "zeta_mixup", "cutmix", "mix"])
+def test_the_ready_made_check_passes_cpu_against_cpu(mixing):
+    assert check.ready_made(mixing, batches=2, devices=("cpu", "cpu")) == "2 batches"
+
+
+@pytest.mark.dali
+@pytest.mark.parametrize("variant", ["none", "fn.mixup", "fn.k_mixup", "fn.zeta_mixup", "fn.cutmix",
+                                     "DALI-native mixup", "in-loop mixup (torch)"])
+def test_every_benchmark_pipeline_builds_its_gpu_graph(variant):
+    from dali_mixup.gpu import bench
+
+    assert set(bench.VARIANTS) >= {variant}
+    bench._bench_pipeline(variant, 32, 8)._build_graph()
+
+
+@pytest.mark.dali
+@pytest.mark.parametrize("variant", ["fn.k_mixup", "DALI-native mixup", "in-loop mixup (torch)"])
+def test_a_benchmark_row_runs_on_the_cpu(variant):
+    from dali_mixup.gpu import bench
+
+    row = bench.time_variant(variant, 8, 16, batches=2, device="cpu")
+    assert row["variant"] == variant and row["size"] == "8x8" and row["batch"] == 16
+    assert row["ms_per_batch"] > 0
+
+
+@pytest.mark.dali
+def test_the_training_row_runs_on_the_cpu():
+    from dali_mixup.gpu import bench
+
+    rows = bench.training_throughput(quick=True, device="cpu", n=512, batch_size=32)
+    assert [r["mixing"] for r in rows] == ["none", "k_mixup"] and all(r["images_per_s"] > 0 for r in rows)
