@@ -54,8 +54,12 @@ class Backend:
         if device == "gpu":
             import cupy
 
-            if cupy.cuda.runtime.getDeviceCount() < 1:  # raises without a driver
-                raise RuntimeError("no CUDA device")
+            try:
+                n = cupy.cuda.runtime.getDeviceCount()
+            except Exception as e:  # noqa: BLE001 - CuPy installed, no driver or device
+                raise RuntimeError(f"no usable GPU: CuPy sees no CUDA device ({type(e).__name__}: {e})") from e
+            if n < 1:
+                raise RuntimeError("no usable GPU: CuPy sees no CUDA device")
             self.xp = cupy
             self.name = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
         else:

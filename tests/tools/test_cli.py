@@ -20,7 +20,7 @@ def test_console_script_declared():
 
 
 def test_dispatch_table_maps_each_subcommand_to_an_importable_main():
-    assert list(cli.COMMANDS) == ["demo", "train", "preview", "bench", "calibrate", "toy"]
+    assert list(cli.COMMANDS) == ["demo", "train", "preview", "bench", "calibrate", "toy", "gpu-check"]
     expected = {"demo": ("dali_mixup.pipelines.demo", "main"), "train": ("dali_mixup.pipelines.train", "main"),
                 "preview": ("dali_mixup.pipelines.preview", "main"), "bench": ("dali_mixup.cli", "bench"),
                 "calibrate": ("dali_mixup.calibrate", "main"), "toy": ("dali_mixup.toy", "main")}
