@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -96,7 +95,7 @@ def mean_sq_w2(x, k: int, n_pairs: int, rng: np.random.Generator, *, cost: str =
     blocks = _random_blocks(n, k, nb, rng)
     left, right = blocks[:, :k], blocks[:, k:]
     if k > 1:
-        costs = block_costs(x, left, right, metric=cost, xp=np)
+        costs = block_costs(x, left, right, cost=cost, xp=np)
         cols = solve_blocks(np.asarray(costs), np.full(nb, k, dtype=np.int64))
         right = np.take_along_axis(right, cols, axis=1)
     d = x[left.reshape(-1)] - x[right.reshape(-1)]
@@ -171,7 +170,7 @@ def reference_alpha_k(x, alpha: float, k: int, rng: np.random.Generator, *, batc
     cost1 = sq(order)
     if k <= 1:
         return float(alpha), 1.0
-    costs = block_costs(x, plan.left, plan.right, metric="euclidean", xp=np)
+    costs = block_costs(x, plan.left, plan.right, cost="euclidean", xp=np)
     cols = solve_blocks(np.asarray(costs), plan.sizes)
     partner = np.arange(b)
     valid = np.arange(plan.k)[None, :] < plan.sizes[:, None]
@@ -277,20 +276,31 @@ def format_table(rows: list[Calibration], desc: str, n: int, d: int, n_pairs: in
 
 def main(argv: list[str] | None = None) -> int:
     """``dali-mixup calibrate``: print alpha_k for each k (Algorithm 1 of the k-mixup paper)."""
-    ap = argparse.ArgumentParser(prog="dali-mixup calibrate", description=main.__doc__)
+    from .usage import ArgumentParser, float_range, int_range, report
+
+    ap = ArgumentParser(prog="dali-mixup calibrate", description=main.__doc__)
     ap.add_argument("--data", default="digits",
-                    help="'digits', a toy dataset name, a .npy/.npz file or an image folder (default: digits)")
+                    help="'digits', a toy dataset name, a .npy/.npz file or a dataset folder "
+                    "(DIR/<class>/<image>, or DIR/train + DIR/val: the training images) "
+                    "(default: digits)")
+    ap.add_argument("--val-split", metavar="NAME", default=None,
+                    help="the validation folder beside DIR/train (default: the first of val, "
+                    "valid, validation, test that exists)")
+    ap.add_argument("--no-check-images", dest="check_images", action="store_false",
+                    help="skip the check of every image file (cached per folder)")
+    ap.add_argument("--skip-bad-images", action="store_true",
+                    help="leave out image files that fail the check (default: stop and list them)")
     ap.add_argument("--k", type=_parse_ks, default=None, help="comma-separated k values (default 1,2,4,8,16,32)")
-    ap.add_argument("--alpha", type=float, default=1.0, help="alpha of 1-mixup (default 1.0)")
-    ap.add_argument("--trials", type=int, default=None, help="N of Algorithm 1 (default 4000; 1000 with --quick)")
+    ap.add_argument("--alpha", type=float_range(0, lo_open=True), default=1.0, help="alpha of 1-mixup (default 1.0)")
+    ap.add_argument("--trials", type=int_range(2), default=None, help="N of Algorithm 1 (default 4000; 1000 with --quick)")
     ap.add_argument("--cost", choices=("sqeuclidean", "euclidean"), default="sqeuclidean",
                     help="matching cost (default: the paper's squared distance)")
-    ap.add_argument("--c", type=float, default=1.025, help="growth factor of the loop (default 1.025)")
-    ap.add_argument("--gamma", type=float, default=1000.0, help="cap on alpha_k (default 1000)")
+    ap.add_argument("--c", type=float_range(1, lo_open=True), default=1.025, help="growth factor of the loop (default 1.025)")
+    ap.add_argument("--gamma", type=float_range(0, lo_open=True), default=1000.0, help="cap on alpha_k (default 1000)")
     ap.add_argument("--no-refine", action="store_true", help="stop at the loop's alpha_k (the paper as written)")
-    ap.add_argument("--size", type=int, default=32, help="image side for an image folder (default 32)")
-    ap.add_argument("--max-samples", type=int, default=5000, help="use at most this many samples (default 5000)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--size", type=int_range(1), default=32, help="image side for an image folder (default 32)")
+    ap.add_argument("--max-samples", type=int_range(2), default=5000, help="use at most this many samples (default 5000)")
+    ap.add_argument("--seed", type=int_range(0), default=0, help="seed of the sampling")
     ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
     ap.add_argument("--quick", action="store_true", help="fewer trials and k <= 16 (seconds)")
     args = ap.parse_args(argv)
@@ -299,16 +309,17 @@ def main(argv: list[str] | None = None) -> int:
     ks = args.k or ([1, 2, 4, 8, 16] if args.quick else [1, 2, 4, 8, 16, 32])
     n_pairs = args.trials or (1000 if args.quick else 4000)
     try:
-        x, desc = load_data(args.data, size=args.size, max_samples=args.max_samples, seed=args.seed)
+        x, desc = load_data(args.data, size=args.size, max_samples=args.max_samples, seed=args.seed,
+                            val_split=args.val_split, check_images=args.check_images,
+                            skip_bad_images=args.skip_bad_images, log=print)
         too_big = [k for k in ks if 2 * k > x.shape[0]]
         if too_big:
             raise ValueError(f"calibrate: k={too_big[0]} needs at least {2 * too_big[0]} samples, "
                              f"the data has {x.shape[0]}")
         rows = calibrate(x, ks, args.alpha, n_pairs=n_pairs, cost=args.cost, c=args.c,
                          gamma=args.gamma, refine=not args.no_refine, seed=args.seed)
-    except ValueError as e:
-        print(f"dali-mixup calibrate: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # UsageError / DataError, and the range checks of calibrate()
+        return report(ap.prog, e, args.debug)
     print(format_table(rows, desc, x.shape[0], x.shape[1], n_pairs))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

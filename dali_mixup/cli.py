@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .usage import UsageError, report
+
 #: subcommand -> ("module", "function", one-line description). Each function takes
 #: ``argv: list[str] | None`` and returns an exit status.
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -120,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fn = resolve(name)
         rc = fn(rest)
+    except UsageError as e:  # a user error the subcommand did not report itself
+        return report(f"dali-mixup {name}", e, debug="--debug" in rest)
     except ModuleNotFoundError as e:
         # an optional dependency is missing (at import or when the job first needs it)
         msg = missing_extra_message(name, e)

@@ -169,16 +169,17 @@ def oracle_for(name: str, n: int = 20000, seed: int = 12345, n_neighbors: int = 
 
 
 
-_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-
-
-def load_data(spec: str, *, size: int = 32, max_samples: int = 5000, seed: int = 0):
+def load_data(spec: str, *, size: int = 32, max_samples: int = 5000, seed: int = 0,
+              val_split: str | None = None, check_images: bool = True,
+              skip_bad_images: bool = False, log=None):
     """Samples ``[N, D]`` float64 (and a description) from ``spec``.
 
     ``digits`` (scikit-learn's 8x8 digits, scaled to [0, 1]); a toy dataset name of
     :data:`DATASETS`; a ``.npy`` / ``.npz`` file (the first array; rows are samples);
-    or a folder of images (searched recursively, e.g. an ImageFolder tree), resized to
-    ``size x size`` RGB and scaled to [0, 1]. At most ``max_samples`` samples are used.
+    or a dataset folder, read as every command reads it (:func:`dali_mixup.layout.open_dataset`:
+    ``DIR/<class>/<image>``, or ``DIR/train`` + a validation split, whose training images are
+    used; ``val_split``, ``check_images``, ``skip_bad_images`` and ``log`` are passed on),
+    resized to ``size x size`` RGB and scaled to [0, 1]. At most ``max_samples`` samples are used.
     """
     rng = np.random.default_rng(seed)
     path = Path(spec)
@@ -190,15 +191,21 @@ def load_data(spec: str, *, size: int = 32, max_samples: int = 5000, seed: int =
     elif path.is_dir():
         from PIL import Image
 
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_EXT)
-        if not files:
-            raise ValueError(f"calibrate: no images under {spec}")
+        from .layout import DataError, open_dataset
+
+        layout = open_dataset(spec, val_split=val_split, check_images=check_images,
+                              skip_bad_images=skip_bad_images, log=log)
+        files = sorted(layout.pool)
         if len(files) > max_samples:
             files = [files[i] for i in sorted(rng.choice(len(files), max_samples, replace=False))]
         arrs = []
         for f in files:
-            with Image.open(f) as im:
-                arrs.append(np.asarray(im.convert("RGB").resize((size, size)), dtype=np.float64) / 255.0)
+            try:
+                with Image.open(f) as im:
+                    arrs.append(np.asarray(im.convert("RGB").resize((size, size)),
+                                           dtype=np.float64) / 255.0)
+            except (OSError, ValueError, SyntaxError) as e:  # what Pillow raises on bad data
+                raise DataError(f"{f}: cannot be decoded ({e})") from None
         x = np.stack(arrs).reshape(len(arrs), -1)
         desc = f"{spec} ({len(files)} images, {size}x{size} RGB, scaled to [0, 1])"
     elif path.suffix in (".npy", ".npz") and path.is_file():

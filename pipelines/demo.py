@@ -131,12 +131,14 @@ def method_params(label: str, a, alpha_k: float | None) -> dict:
     return params
 
 
-def calibrate_alpha_k(train_dir: str, k: int, alpha: float, size: int) -> dict:
-    """Algorithm 1 of the k-mixup paper on the training images at the training size."""
+def calibrate_alpha_k(data: str, k: int, alpha: float, size: int, **options) -> dict:
+    """Algorithm 1 of the k-mixup paper on the training images of the dataset folder ``data``
+    at the training size (``options``: ``val_split``, ``check_images``, ``skip_bad_images`` of
+    :func:`dali_mixup.datasets.load_data`)."""
     from dali_mixup.calibrate import calibrate
     from dali_mixup.datasets import load_data
 
-    x, desc = load_data(train_dir, size=size)
+    x, desc = load_data(data, size=size, **options)
     row = calibrate(x, [k], alpha, seed=0, reference=False)[0]
     return dict(k=k, alpha=alpha, alpha_k=row.alpha_k, xi_target=row.xi_target,
                 xi_k_at_alpha=row.xi_k_at_alpha, xi_k=row.xi_k, reachable=row.reachable,
@@ -353,13 +355,13 @@ def run_all(cfgs: list[TrainConfig], jobs: int = 1):
     deterministic given its config."""
     if jobs <= 1:
         for cfg in cfgs:
-            yield run(cfg)
+            yield run(cfg, log=None)  # the dataset line is printed once, by main
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(run, cfg) for cfg in cfgs]
+        futures = [pool.submit(run, cfg, log=None) for cfg in cfgs]
         for f in futures:
             yield f.result()
 
@@ -372,51 +374,66 @@ def _fraction_name(f: float) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dali-mixup demo", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from dali_mixup.usage import ArgumentParser, float_range, int_range
+
+    from .train import MIN_SIZE
+
+    p = ArgumentParser(prog="dali-mixup demo", description=__doc__.split("\n\n")[0])
+    pos_int, positive, nonneg = int_range(1), float_range(0, lo_open=True), float_range(0)
     p.add_argument("--data", metavar="DIR", default=None,
-                   help="your ImageFolder instead of the digits (DIR/train + DIR/val, or "
-                   "DIR/<class>/<image> split 80/20)")
+                   help="your dataset folder instead of the digits (as for 'dali-mixup train "
+                   "--data': DIR/train + DIR/val, or DIR/<class>/<image> split 80/20) "
+                   "(default: the digits)")
+    p.add_argument("--val-split", metavar="NAME", default=None,
+                   help="the validation folder beside DIR/train (default: the first of val, "
+                   "valid, validation, test that exists)")
+    p.add_argument("--no-check-images", dest="check_images", action="store_false",
+                   help="skip the check of every image file of --data (cached per folder)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out image files that fail the check (default: stop and list them)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true",
                       help="4 epochs, 1 seed, full set and 25%%: well under a minute")
     mode.add_argument("--full", action="store_true",
                       help="5 seeds; full set, 25%% and 10%% of it")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=pos_int, default=None,
                    help="epochs on the full training set (default: 20, --quick: 4); subsets "
                    "train for as many SGD steps")
-    p.add_argument("--seeds", type=int, default=None,
+    p.add_argument("--seeds", type=pos_int, default=None,
                    help="runs per method and setting, seeds seed, seed+1, ... (default: 3, "
                    "--quick: 1, --full: 5)")
-    p.add_argument("--fractions", type=float, nargs="+", default=None,
+    p.add_argument("--fractions", type=float_range(0, 1, lo_open=True), nargs="+", default=None,
                    help="training-set fractions (default: 1 0.1; --quick: 1 0.25; --full: "
                    "1 0.25 0.1)")
-    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
-    p.add_argument("--model", choices=("small_cnn", "resnet18"), default="small_cnn")
-    p.add_argument("--width", type=int, default=None,
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+                   help="the methods compared")
+    p.add_argument("--model", choices=("small_cnn", "resnet18"), default="small_cnn",
+                   help="the classifier")
+    p.add_argument("--width", type=pos_int, default=None,
                    help="small_cnn channels (default: 16 for the digits, 32 for --data)")
-    p.add_argument("--size", type=int, default=None,
+    p.add_argument("--size", type=int_range(MIN_SIZE), default=None,
                    help="training image size (default: 16 for the digits, 64 for --data)")
     p.add_argument("--gray", action="store_true", help="decode --data images to one channel")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--k", type=int, default=16, help="k-mixup block size")
-    p.add_argument("--alpha", type=float, default=1.0, help="mixup / k-mixup Beta(alpha, alpha)")
-    p.add_argument("--gamma", type=float, default=2.8, help="zeta-mixup exponent")
-    p.add_argument("--noise-sigmas", type=float, nargs="+", default=list(NOISE_SIGMAS),
+    p.add_argument("--batch-size", type=pos_int, default=64, help="training batch size")
+    p.add_argument("--lr", type=positive, default=0.05, help="SGD peak learning rate")
+    p.add_argument("--k", type=pos_int, default=16, help="k-mixup block size")
+    p.add_argument("--alpha", type=positive, default=1.0, help="mixup / k-mixup Beta(alpha, alpha)")
+    p.add_argument("--gamma", type=positive, default=2.8, help="zeta-mixup exponent")
+    p.add_argument("--noise-sigmas", type=nonneg, nargs="+", default=list(NOISE_SIGMAS),
                    metavar="S", help="Gaussian noise std, 0..255 pixel scale")
-    p.add_argument("--fgsm-eps", type=float, nargs="+", default=list(FGSM_EPS), metavar="E",
+    p.add_argument("--fgsm-eps", type=nonneg, nargs="+", default=list(FGSM_EPS), metavar="E",
                    help="FGSM step, 0..255 pixel scale")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    p.add_argument("--seed", type=int_range(0), default=0, help="the first seed")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where DALI and torch run")
     p.add_argument("--cache", default=None, help="digits image cache (default: "
                    "$XDG_CACHE_HOME/dali-mixup/digits)")
     p.add_argument("--out", default=os.path.join("runs", "demo"), help="output directory")
-    p.add_argument("--jobs", type=int, default=1,
+    p.add_argument("--jobs", type=pos_int, default=1,
                    help="training runs at a time, each in its own process with CPUs / jobs - 1 "
                    "torch threads (for many-core machines: on 2 cores, 2 jobs were no faster "
                    "than 1); progress bars only with 1")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars or per-epoch lines")
     return p
 
 
@@ -431,7 +448,17 @@ def protocol(a: argparse.Namespace) -> tuple[int, int, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+    from dali_mixup.usage import UsageError, report
+
+    p = build_parser()
+    a = p.parse_args(argv)
+    try:
+        return _main(a)
+    except (UsageError, DeviceError) as e:
+        return report(p.prog, e, a.debug)
+
+
+def _main(a: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     epochs, seeds, fractions = protocol(a)
     if any(not 0 < f <= 1 for f in fractions):
@@ -454,11 +481,16 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(a.out, exist_ok=True)
 
     from .imagefolder import load_imagefolders
-    train_folder, val_folder = load_imagefolders(data)
+    data_options = dict(val_split=a.val_split, check_images=a.check_images,
+                        skip_bad_images=a.skip_bad_images)
+    if a.data is None:  # the cache this command wrote
+        data_options = dict(check_images=False)
+    train_folder, val_folder = load_imagefolders(data, **data_options,
+                                                 log=None if a.data is None else print)
     n_full = len(train_folder)
     alpha_k = None
     if any(METHODS[m][1].get("alpha") == "alpha_k" for m in a.methods):
-        cal = calibrate_alpha_k(_train_dir(data), a.k, a.alpha, size)
+        cal = calibrate_alpha_k(data, a.k, a.alpha, size, **data_options)
         alpha_k = cal["alpha_k"]
     else:
         cal = None
@@ -498,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                     crop_scale=crop_scale, flip=flip, epochs=ep, val_every=val_every,
                     train_fraction=frac, batch_size=a.batch_size, lr=a.lr,
                     warmup_epochs=min(1.0, epochs / 3) * ep / epochs, seed=seed,
-                    device=a.device, out=a.out, name=f"{slug}{tag}_seed{seed}",
+                    device=a.device, out=a.out, name=f"{slug}{tag}_seed{seed}", **data_options,
                     progress=a.progress and jobs == 1, plot=False, eval_robustness=True,
                     noise_sigmas=tuple(a.noise_sigmas), fgsm_eps=tuple(a.fgsm_eps),
                     torch_threads=max(1, _cpus() // jobs - 1) if jobs > 1 else None,
@@ -539,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     from .preview import mixed_batch, plot_batch
     grids = {}
     for mixing, label in (("k_mixup", "k-mixup"), ("zeta_mixup", "zeta-mixup")):
-        batch = mixed_batch(_train_dir(data), mixing=mixing,
+        batch = mixed_batch(train_folder, mixing=mixing,
                             batch_size=16, size=size, gray=gray, k=8, alpha=a.alpha,
                             gamma=a.gamma, seed=a.seed, crop_scale=crop_scale, flip=flip,
                             device=a.device)
@@ -565,11 +597,6 @@ def main(argv: list[str] | None = None) -> int:
           f"\nresults: {os.path.join(a.out, 'summary.json')}, {os.path.join(a.out, 'results.md')}"
           f"  (total {summary['total_time_s']:.1f} s)")
     return 0
-
-
-def _train_dir(data: str) -> str:
-    tr = os.path.join(data, "train")
-    return tr if os.path.isdir(tr) else data
 
 
 if __name__ == "__main__":

@@ -33,94 +33,58 @@ epochs are no longer aligned with the shard's own samples.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
+from dali_mixup.layout import IMAGE_EXTENSIONS, DataError, ImageFolder, open_dataset, split_stratified
 
 from .common import MixConfig, apply_mixing, resolve_device
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pnm", ".ppm",
-                  ".pgm", ".jp2")
+# the extensions taken as images and the ImageFolder record: one definition, in dali_mixup.layout
+IMG_EXTENSIONS = IMAGE_EXTENSIONS
 
 # ImageNet statistics on the 0..255 scale
 MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
-@dataclass(frozen=True)
-class ImageFolder:
-    """A scanned image folder: absolute file paths, their class ids and the class names."""
-
-    root: str
-    files: tuple
-    labels: tuple
-    classes: tuple
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-
 def scan_imagefolder(root: str, classes=None) -> ImageFolder:
-    """List ``root/<class>/**/<image>`` like torchvision's ImageFolder (classes sorted by name).
+    """List ``root/<class>/**/<image>`` like torchvision's ImageFolder (classes sorted by name;
+    class folders without images are left out, with the other checks of
+    :func:`dali_mixup.layout.scan_layout`).
 
     ``classes`` fixes the class list (e.g. the training set's, for a validation folder).
     """
+    from dali_mixup.layout import _folder, _survey_split
+
     root = os.path.abspath(os.fspath(root))
     if not os.path.isdir(root):
-        raise FileNotFoundError(f"image folder {root!r} does not exist")
-    found = sorted(d.name for d in os.scandir(root) if d.is_dir() and not d.name.startswith("."))
-    classes = tuple(classes) if classes is not None else tuple(found)
-    if not classes:
-        raise ValueError(f"{root!r} has no class subfolders (expected root/<class>/<image>)")
-    files, labels = [], []
-    for cid, name in enumerate(classes):
-        cdir = os.path.join(root, name)
-        if not os.path.isdir(cdir):
-            continue
-        for dp, dns, fns in os.walk(cdir, followlinks=True):
-            dns.sort()
-            for f in sorted(fns):
-                if f.lower().endswith(IMG_EXTENSIONS):
-                    files.append(os.path.join(dp, f))
-                    labels.append(cid)
-    if not files:
-        raise ValueError(f"no images with extensions {IMG_EXTENSIONS} under {root!r}")
-    return ImageFolder(root, tuple(files), tuple(labels), classes)
+        raise DataError(f"image folder {root} does not exist")
+    per_class = _survey_split(root, [])
+    if classes is None:
+        classes = tuple(c for c, fs in per_class.items() if fs)
+    folder = _folder(root, per_class, tuple(classes))
+    if not len(folder):
+        raise DataError(f"no images ({', '.join(IMG_EXTENSIONS)}) in the class folders of {root}")
+    return folder
 
 
 def split_imagefolder(folder: ImageFolder, val_fraction: float = 0.2, seed: int = 0):
-    """Deterministic stratified train/validation split of one folder (no files are moved)."""
-    import numpy as np
-
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(folder.labels)
-    val = np.zeros(len(labels), bool)
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        n_val = int(round(len(idx) * val_fraction))
-        if len(idx) > 1:
-            n_val = min(max(n_val, 1), len(idx) - 1)
-        val[rng.permutation(idx)[:n_val]] = True
-
-    def pick(mask):
-        ids = np.flatnonzero(mask)
-        return ImageFolder(folder.root, tuple(folder.files[i] for i in ids),
-                           tuple(folder.labels[i] for i in ids), folder.classes)
-
-    return pick(~val), pick(val)
+    """Deterministic stratified train/validation split of one folder (no files are moved);
+    :func:`dali_mixup.layout.split_stratified`."""
+    return split_stratified(folder, val_fraction, seed)
 
 
-def load_imagefolders(data: str, val_fraction: float = 0.2, seed: int = 0):
-    """``data/train`` + ``data/val`` when both exist, else a stratified split of ``data``."""
-    tr, va = os.path.join(data, "train"), os.path.join(data, "val")
-    if os.path.isdir(tr) and os.path.isdir(va):
-        train = scan_imagefolder(tr)
-        return train, scan_imagefolder(va, classes=train.classes)
-    return split_imagefolder(scan_imagefolder(data), val_fraction, seed)
+def load_imagefolders(data: str, val_fraction: float = 0.2, seed: int = 0, *,
+                      val_split: str | None = None, check_images: bool = True,
+                      skip_bad_images: bool = False, log=None, warn=None):
+    """``(train, val)`` image folders of a dataset folder, as every command reads it:
+    ``data/train`` + a validation split (``val_split``, else ``val``, ``valid``,
+    ``validation`` or ``test``), or ``data/<class>`` split by ``val_fraction``
+    (:func:`dali_mixup.layout.open_dataset`: layout checks, then the image check of every
+    file unless ``check_images=False``; ``log`` gets the one-line summary)."""
+    layout = open_dataset(data, val_split=val_split, val_fraction=val_fraction, seed=seed,
+                          check_images=check_images, skip_bad_images=skip_bad_images,
+                          log=log, warn=warn)
+    return layout.train, layout.val
 
 
 def _as_folder(source) -> ImageFolder:

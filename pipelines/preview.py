@@ -11,7 +11,7 @@ the weight of the sample itself (the dominant one) and its strongest other contr
 """
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 
 import numpy as np
@@ -28,10 +28,12 @@ def mixed_batch(source, *, mixing: str = "k_mixup", batch_size: int = 16, size: 
     ``mean``, ``std`` (for display)."""
     from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-    from .imagefolder import MEAN_RGB, STD_RGB, imagefolder_pipeline, scan_imagefolder
+    from .imagefolder import MEAN_RGB, STD_RGB, imagefolder_pipeline, load_imagefolders
 
     mixing = canonical_mixing(mixing)
-    folder = source if not isinstance(source, str) else scan_imagefolder(source)
+    folder = source
+    if isinstance(source, (str, os.PathLike)):  # a dataset folder: its training split
+        folder, _ = load_imagefolders(source, log=None)
     pipe, names = imagefolder_pipeline(folder, batch_size=batch_size, size=size, gray=gray,
                                        mixing=mixing, k=k, alpha=alpha, gamma=gamma, T=T,
                                        reader_seed=seed, seed=seed, crop_scale=crop_scale,
@@ -137,33 +139,57 @@ def plot_batch(batch: dict, path: str, *, top: int = 3, cols: int | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="dali-mixup preview", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("data", metavar="DIR", help="image folder DIR/<class>/<image>")
-    p.add_argument("--mixing", type=mixing_arg, choices=MIXINGS, default="k_mixup")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--k", type=int, default=8)
-    p.add_argument("--alpha", type=float, default=1.0)
-    p.add_argument("--gamma", type=float, default=2.8)
-    p.add_argument("--T", type=int, default=None)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--gray", action="store_true")
-    p.add_argument("--crop-scale", type=float, nargs=2, default=[0.35, 1.0], metavar=("LO", "HI"))
-    p.add_argument("--no-flip", dest="flip", action="store_false")
-    p.add_argument("--top", type=int, default=3, help="soft-label classes shown per image")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    p.add_argument("--out", default="mixed_batch.png")
+    from dali_mixup.usage import ArgumentParser, UsageError, float_range, int_range, report
+
+    from .train import MIN_SIZE
+
+    p = ArgumentParser(prog="dali-mixup preview", description=__doc__.split("\n\n")[0])
+    pos_int, positive = int_range(1), float_range(0, lo_open=True)
+    p.add_argument("data", metavar="DIR", help="dataset folder, as for 'dali-mixup train --data': "
+                   "DIR/<class>/<image>, or DIR/train + DIR/val (the batch comes from the "
+                   "training split)")
+    p.add_argument("--val-split", metavar="NAME", default=None,
+                   help="the validation folder beside DIR/train (default: the first of val, "
+                   "valid, validation, test that exists)")
+    p.add_argument("--val-fraction", type=float_range(0, 1, lo_open=True, hi_open=True),
+                   default=0.2, help="validation share held out of a DIR/<class> folder")
+    p.add_argument("--no-check-images", dest="check_images", action="store_false",
+                   help="skip the check of every image file (cached per folder)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out image files that fail the check (default: stop and list them)")
+    p.add_argument("--mixing", type=mixing_arg, choices=MIXINGS, default="k_mixup",
+                   help="the operator that mixes")
+    p.add_argument("--batch-size", type=pos_int, default=16, help="images in the grid")
+    p.add_argument("--k", type=pos_int, default=8, help="k-mixup block size")
+    p.add_argument("--alpha", type=positive, default=1.0, help="Beta(alpha, alpha)")
+    p.add_argument("--gamma", type=positive, default=2.8, help="zeta-mixup exponent")
+    p.add_argument("--T", type=pos_int, default=None,
+                   help="zeta-mixup samples per mix (default: the whole batch)")
+    p.add_argument("--size", type=int_range(MIN_SIZE), default=64, help="image size")
+    p.add_argument("--gray", action="store_true", help="decode to one channel")
+    p.add_argument("--crop-scale", type=float_range(0, 1, lo_open=True), nargs=2,
+                   default=[0.35, 1.0], metavar=("LO", "HI"), help="random resized crop area range")
+    p.add_argument("--no-flip", dest="flip", action="store_false", help="no random flip")
+    p.add_argument("--top", type=pos_int, default=3, help="soft-label classes shown per image")
+    p.add_argument("--seed", type=int_range(0), default=0, help="reader and pipeline seed")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where DALI runs")
+    p.add_argument("--out", default="mixed_batch.png", help="the PNG written")
     a = p.parse_args(argv)
+    if a.crop_scale[0] > a.crop_scale[1]:
+        p.error(f"argument --crop-scale: expected LO <= HI, got {a.crop_scale[0]:g} "
+                f"{a.crop_scale[1]:g}")
     from .common import DeviceError
+    from .imagefolder import load_imagefolders
     try:
-        batch = mixed_batch(a.data, mixing=a.mixing, batch_size=a.batch_size, size=a.size,
+        folder, _ = load_imagefolders(a.data, a.val_fraction, 0, val_split=a.val_split,
+                                      check_images=a.check_images,
+                                      skip_bad_images=a.skip_bad_images, log=print)
+        batch = mixed_batch(folder, mixing=a.mixing, batch_size=a.batch_size, size=a.size,
                             gray=a.gray, k=a.k, alpha=a.alpha, gamma=a.gamma, T=a.T,
                             seed=a.seed, crop_scale=tuple(a.crop_scale), flip=a.flip,
                             device=a.device)
-    except DeviceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (UsageError, DeviceError) as e:
+        return report(p.prog, e, a.debug)
     print(plot_batch(batch, a.out, top=a.top))
     return 0
 

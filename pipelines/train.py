@@ -43,6 +43,9 @@ from .evaluate import FGSM_EPS, NOISE_SIGMAS
 @dataclass
 class TrainConfig:
     data: str | None = None          # image folder (DIR/train + DIR/val, or one split folder)
+    val_split: str | None = None     # name of DIR's validation split (default: val, valid, ...)
+    check_images: bool = True        # check every image file before training (cached)
+    skip_bad_images: bool = False    # leave out files that fail the check instead of stopping
     arrays: str | None = None        # "digits" or an .npz with x_train, y_train, x_val, y_val
     val_fraction: float = 0.2
     split_seed: int = 0
@@ -144,10 +147,22 @@ def _load_arrays(cfg: TrainConfig):
         return z["x_train"], z["y_train"], z["x_val"], z["y_val"]
 
 
+def _check_batch(batch_size: int, world: int, n_train: int, where: str):
+    """Training drops the last partial batch: every rank needs one full batch of its shard."""
+    if n_train // world < batch_size:
+        from dali_mixup.usage import UsageError
+
+        fits = n_train // world
+        raise UsageError(
+            f"--batch-size {batch_size}: larger than the {n_train} training images of {where}"
+            + (f" shared by {world} ranks ({fits} per rank)" if world > 1 else "")
+            + f": no full batch per epoch; expected at most {fits}")
+
+
 class Loaders:
     """Training and validation iterators of this rank, plus what the model needs to know."""
 
-    def __init__(self, cfg: TrainConfig, rank: int, world: int, local_rank: int):
+    def __init__(self, cfg: TrainConfig, rank: int, world: int, local_rank: int, log=None):
         import numpy as np
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
@@ -166,11 +181,15 @@ class Loaders:
 
             from .imagefolder import MEAN_RGB, STD_RGB, ImageFolder
 
-            train, val = load_imagefolders(cfg.data, cfg.val_fraction, cfg.split_seed)
+            train, val = load_imagefolders(cfg.data, cfg.val_fraction, cfg.split_seed,
+                                           val_split=cfg.val_split, check_images=cfg.check_images,
+                                           skip_bad_images=cfg.skip_bad_images, log=log,
+                                           warn=None if log is not None else (lambda m: None))
             if cfg.train_fraction < 1.0:
                 ids = stratified_subset(train.labels, cfg.train_fraction, subset_seed)
                 train = ImageFolder(train.root, tuple(train.files[i] for i in ids),
                                     tuple(train.labels[i] for i in ids), train.classes)
+            _check_batch(cfg.batch_size, world, len(train), train.root)
             img = dict(size=cfg.size, gray=cfg.gray)
             tp, tnames = imagefolder_pipeline(train, training=True, crop_scale=cfg.crop_scale,
                                               flip=cfg.flip, **img, **mix, **common)
@@ -193,6 +212,7 @@ class Loaders:
             if cfg.train_fraction < 1.0:
                 ids = stratified_subset(yt, cfg.train_fraction, subset_seed)
                 xt, yt = xt[ids], yt[ids]
+            _check_batch(cfg.batch_size, world, len(yt), f"--arrays {cfg.arrays}")
             ch = xt.shape[-1] if xt.ndim == 4 else 1
             if xt.dtype == np.uint8:  # normalised with 127.5 / 127.5 by the pipeline
                 self.pixel = pixel_scale((127.5,) * ch, (127.5,) * ch)
@@ -309,7 +329,7 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
     torch.set_num_threads(cfg.torch_threads or max(1, (ncpu or 1) // world - 1))
     torch.manual_seed(cfg.seed)
 
-    loaders = Loaders(cfg, rank, world, local)
+    loaders = Loaders(cfg, rank, world, local, log=log if rank == 0 else None)
     model = build_model(cfg.model, loaders.in_channels, len(loaders.classes),
                         loaders.image_size, cfg.width).to(device)
     net = model
@@ -472,73 +492,108 @@ def format_robustness(r: dict) -> str:
 
 
 
+#: smallest --size: the models' pooling needs a few pixels, and a random resized crop of a
+#: 1-pixel image is not a picture
+MIN_SIZE = 8
+
+
 def build_parser(prog: str = "dali-mixup train") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from dali_mixup.usage import ArgumentParser, float_range, int_range
+
+    p = ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     d = TrainConfig()
+    pos_int, nonneg_int = int_range(1), int_range(0)
+    positive, nonneg = float_range(0, lo_open=True), float_range(0)
     src = p.add_argument_group("data")
-    src.add_argument("--data", metavar="DIR", help="image folder: DIR/train + DIR/val, or "
+    src.add_argument("--data", metavar="DIR", help="image folder: DIR/train + a validation "
+                     "split (DIR/val, valid, validation or test; or --val-split), or "
                      "DIR/<class>/<image> split by --val-fraction")
+    src.add_argument("--val-split", metavar="NAME", default=None,
+                     help="the validation folder beside DIR/train (default: the first of val, "
+                     "valid, validation, test that exists)")
+    src.add_argument("--no-check-images", dest="check_images", action="store_false",
+                     help="skip the check of every image file before training (the check is "
+                     "cached per folder)")
+    src.add_argument("--skip-bad-images", action="store_true",
+                     help="leave out image files that fail the check (default: stop and list them)")
     src.add_argument("--arrays", metavar="digits|FILE.npz",
                      help="in-memory arrays instead: 'digits' (scikit-learn) or an .npz with "
                      "x_train, y_train, x_val, y_val")
-    src.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    src.add_argument("--size", type=int, default=d.size, help="image size (image folders)")
+    src.add_argument("--val-fraction", type=float_range(0, 1, lo_open=True, hi_open=True),
+                     default=d.val_fraction, help="validation share of a DIR/<class> folder "
+                     "(or of the digits)")
+    src.add_argument("--size", type=int_range(MIN_SIZE), default=d.size,
+                     help="image size (image folders)")
     src.add_argument("--gray", action="store_true", help="decode to one channel")
-    src.add_argument("--crop-scale", type=float, nargs=2, default=list(d.crop_scale),
+    src.add_argument("--crop-scale", type=float_range(0, 1, lo_open=True), nargs=2,
+                     default=list(d.crop_scale),
                      metavar=("LO", "HI"), help="random resized crop area range")
     src.add_argument("--no-flip", dest="flip", action="store_false", help="no random flip")
-    src.add_argument("--train-fraction", type=float, default=d.train_fraction,
+    src.add_argument("--train-fraction", type=float_range(0, 1, lo_open=True),
+                     default=d.train_fraction,
                      help="train on a stratified random subset of this fraction of the training "
                      "images (scarce data)")
-    src.add_argument("--subset-seed", type=int, default=None,
+    src.add_argument("--subset-seed", type=nonneg_int, default=None,
                      help="seed of that subset (default: --seed)")
     mx = p.add_argument_group("mixing")
     mx.add_argument("--mixing", type=mixing_arg, choices=MIXINGS, default=d.mixing,
                     help="the operator that mixes (aliases: kmixup, zeta, mixup_cutmix)")
-    mx.add_argument("--alpha", type=float, default=d.alpha, help="Beta(alpha, alpha)")
-    mx.add_argument("--k", type=int, default=d.k, help="k-mixup block size")
-    mx.add_argument("--gamma", type=float, default=d.gamma, help="zeta-mixup exponent")
-    mx.add_argument("--T", type=int, default=None, help="zeta-mixup samples per mix")
-    mx.add_argument("--cost", choices=("sqeuclidean", "euclidean"), default=d.cost)
-    mx.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    mx.add_argument("--alpha", type=positive, default=d.alpha, help="Beta(alpha, alpha)")
+    mx.add_argument("--k", type=pos_int, default=d.k, help="k-mixup block size")
+    mx.add_argument("--gamma", type=positive, default=d.gamma, help="zeta-mixup exponent")
+    mx.add_argument("--T", type=pos_int, default=None,
+                    help="zeta-mixup samples per mix (default: the whole batch)")
+    mx.add_argument("--cost", choices=("sqeuclidean", "euclidean"), default=d.cost,
+                    help="k-mixup matching cost")
+    mx.add_argument("--label-smoothing", type=float_range(0, 1, hi_open=True),
+                    default=d.label_smoothing, help="applied to the one-hot labels")
     tr = p.add_argument_group("training")
-    tr.add_argument("--model", choices=("small_cnn", "resnet18"), default=d.model)
-    tr.add_argument("--width", type=int, default=d.width, help="small_cnn channels")
-    tr.add_argument("--epochs", type=int, default=d.epochs)
-    tr.add_argument("--batch-size", type=int, default=d.batch_size, help="per rank")
-    tr.add_argument("--optimizer", choices=("sgd", "adamw"), default=d.optimizer)
-    tr.add_argument("--lr", type=float, default=d.lr)
-    tr.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    tr.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    tr.add_argument("--seed", type=int, default=d.seed)
-    tr.add_argument("--device", choices=("cpu", "gpu"), default=d.device)
-    tr.add_argument("--dali-threads", type=int, default=d.dali_threads)
-    tr.add_argument("--torch-threads", type=int, default=None,
+    tr.add_argument("--model", choices=("small_cnn", "resnet18"), default=d.model,
+                    help="the classifier")
+    tr.add_argument("--width", type=pos_int, default=d.width, help="small_cnn channels")
+    tr.add_argument("--epochs", type=pos_int, default=d.epochs, help="training epochs")
+    tr.add_argument("--batch-size", type=pos_int, default=d.batch_size, help="per rank")
+    tr.add_argument("--optimizer", choices=("sgd", "adamw"), default=d.optimizer,
+                    help="SGD (momentum 0.9, Nesterov) or AdamW")
+    tr.add_argument("--lr", type=positive, default=d.lr,
+                    help="peak learning rate (linear warm-up, then cosine decay)")
+    tr.add_argument("--weight-decay", type=nonneg, default=d.weight_decay, help="L2 weight decay")
+    tr.add_argument("--warmup-epochs", type=nonneg, default=d.warmup_epochs,
+                    help="epochs of linear learning-rate warm-up")
+    tr.add_argument("--seed", type=nonneg_int, default=d.seed,
+                    help="seed of the weights, the reader's shuffle and the pipelines")
+    tr.add_argument("--device", choices=("cpu", "gpu"), default=d.device,
+                    help="where DALI and torch run")
+    tr.add_argument("--dali-threads", type=pos_int, default=d.dali_threads,
+                    help="DALI CPU threads per pipeline")
+    tr.add_argument("--torch-threads", type=pos_int, default=None,
                     help="default: CPUs per rank - 1 (at least 1)")
     ev = p.add_argument_group("evaluation")
-    ev.add_argument("--val-every", type=int, default=d.val_every,
+    ev.add_argument("--val-every", type=pos_int, default=d.val_every,
                     help="validate every N epochs (and after the last)")
     ev.add_argument("--eval-robustness", action="store_true",
                     help="after training: NLL, ECE, accuracy under Gaussian noise and FGSM on "
                     "the validation set")
-    ev.add_argument("--noise-sigmas", type=float, nargs="+", default=list(d.noise_sigmas),
+    ev.add_argument("--noise-sigmas", type=nonneg, nargs="+", default=list(d.noise_sigmas),
                     metavar="S", help="Gaussian noise std on the 0..255 pixel scale")
-    ev.add_argument("--fgsm-eps", type=float, nargs="+", default=list(d.fgsm_eps),
+    ev.add_argument("--fgsm-eps", type=nonneg, nargs="+", default=list(d.fgsm_eps),
                     metavar="E", help="FGSM step on the 0..255 pixel scale")
-    ev.add_argument("--noise-draws", type=int, default=d.noise_draws,
+    ev.add_argument("--noise-draws", type=pos_int, default=d.noise_draws,
                     help="noisy copies of each validation image per sigma")
-    ev.add_argument("--ece-bins", type=int, default=d.ece_bins)
+    ev.add_argument("--ece-bins", type=pos_int, default=d.ece_bins,
+                    help="bins of the expected calibration error")
     out = p.add_argument_group("output")
     out.add_argument("--out", default=d.out, help="directory for NAME.json and NAME.png")
     out.add_argument("--name", default=None, help="run name (default: the mixing)")
-    out.add_argument("--no-progress", dest="progress", action="store_false")
+    out.add_argument("--no-progress", dest="progress", action="store_false",
+                     help="no progress bar or per-epoch lines")
     return p
 
 
 def config_from_args(a: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         data=a.data, arrays=a.arrays, val_fraction=a.val_fraction, mixing=a.mixing,
+        val_split=a.val_split, check_images=a.check_images, skip_bad_images=a.skip_bad_images,
         alpha=a.alpha, k=a.k, gamma=a.gamma, T=a.T, cost=a.cost,
         label_smoothing=a.label_smoothing, model=a.model, width=a.width, size=a.size, gray=a.gray,
         crop_scale=tuple(a.crop_scale), flip=a.flip, epochs=a.epochs, batch_size=a.batch_size,
@@ -552,16 +607,26 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dali_mixup.usage import UsageError, report
+
     p = build_parser()
     a = p.parse_args(argv)
     if (a.data is None) == (a.arrays is None):
-        p.error("give exactly one of --data DIR or --arrays digits|FILE.npz")
+        p.error("give exactly one of --data DIR or --arrays digits|FILE.npz, got "
+                + ("both" if a.data is not None else "neither"))
+    if a.crop_scale[0] > a.crop_scale[1]:
+        p.error(f"argument --crop-scale: expected LO <= HI, got {a.crop_scale[0]:g} "
+                f"{a.crop_scale[1]:g}")
+    if a.val_split is not None and a.data is None:
+        p.error("argument --val-split: needs --data DIR")
+    if a.arrays is not None and a.arrays != "digits" and not os.path.isfile(a.arrays):
+        p.error(f"argument --arrays: expected 'digits' or an .npz file, got {a.arrays!r} "
+                f"(no such file)")
     from .common import DeviceError
     try:
         res = run(config_from_args(a))
-    except DeviceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (UsageError, DeviceError) as e:
+        return report(p.prog, e, a.debug)
     finally:
         import torch.distributed as dist
         if dist.is_available() and dist.is_initialized():
