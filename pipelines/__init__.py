@@ -14,8 +14,13 @@ The repository keeps them in ``pipelines/``; they are installed as ``dali_mixup.
 * :mod:`dali_mixup.pipelines.demo`: the main job (digits: ERM vs mixup vs k-mixup vs zeta-mixup);
 * :mod:`dali_mixup.pipelines.preview`: a picture grid of one mixed batch.
 
+* :func:`rank_seeds`: the per-rank pipeline seed and the shared reader seed of a
+  data-parallel run.
+
 Submodules import DALI and torch lazily; import the one you need.
 """
-from .common import MIXING_ALIASES, MIXINGS, DeviceError, MixConfig, canonical_mixing, resolve_device
+from .common import (MIXING_ALIASES, MIXINGS, DeviceError, MixConfig, RankSeeds, canonical_mixing,
+                     rank_seeds, resolve_device)
 
-__all__ = ["MIXINGS", "MIXING_ALIASES", "canonical_mixing", "DeviceError", "MixConfig", "resolve_device"]
+__all__ = ["MIXINGS", "MIXING_ALIASES", "canonical_mixing", "DeviceError", "MixConfig", "RankSeeds",
+           "rank_seeds", "resolve_device"]

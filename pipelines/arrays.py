@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import MixConfig, apply_mixing, resolve_device, shard_bounds
+from .common import MixConfig, apply_mixing, rank_seeds, resolve_device, shard_bounds
 
 
 class EpochShardSource:
@@ -68,7 +68,8 @@ def arrays_pipeline(images, labels, *, batch_size: int, training: bool = True,
                     label_smoothing: float = 0.0, device: str = "cpu", shard_id: int = 0,
                     num_shards: int = 1, reader_seed: int = 1234, seed: int | None = None,
                     drop_last: bool | None = None, num_classes: int | None = None,
-                    mean=None, std=None, num_threads: int = 2, local_rank: int = 0):
+                    mean=None, std=None, num_threads: int = 2, local_rank: int = 0,
+                    enable_checkpointing: bool = False, checkpoint: bytes | None = None):
     """Build the pipeline over in-memory arrays. Returns ``(pipeline, output_names)``.
 
     Arguments as for :func:`dali_mixup.pipelines.imagefolder.imagefolder_pipeline`, plus ``drop_last``
@@ -76,6 +77,14 @@ def arrays_pipeline(images, labels, *, batch_size: int, training: bool = True,
     ``labels.max() + 1``). Validation (``training=False``) does not shuffle or mix and outputs
     int32 class ids. Iterate with ``DALIGenericIterator(pipe, names)`` (no ``reader_name``):
     the source ends each epoch itself.
+
+    Seeds: ``reader_seed`` orders every epoch's permutation and must be the same on every
+    rank; ``seed`` (augmentation and mixing draws) defaults to
+    ``rank_seeds(reader_seed, shard_id).pipeline_seed`` (+1 for validation), different per
+    rank (:func:`dali_mixup.pipelines.common.rank_seeds`). ``enable_checkpointing`` /
+    ``checkpoint``: DALI's pipeline checkpointing (``pipe.checkpoint()``, or
+    ``DALIGenericIterator.checkpoints()``, restored by passing it back as ``checkpoint``):
+    the source resumes at the saved epoch and batch, the mixing at its saved random state.
     """
     from nvidia.dali import fn, pipeline_def, types
 
@@ -101,9 +110,10 @@ def arrays_pipeline(images, labels, *, batch_size: int, training: bool = True,
     source = EpochShardSource(images, labels[:, None], batch_size, shard_id, num_shards,
                               reader_seed, shuffle=training, drop_last=drop_last)
     if seed is None:
-        seed = reader_seed + 7919 * shard_id + (0 if training else 1)
+        seed = rank_seeds(reader_seed, shard_id).pipeline_seed + (0 if training else 1)
 
-    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed)
+    @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id, seed=seed,
+                  enable_checkpointing=enable_checkpointing, checkpoint=checkpoint)
     def graph():
         x, y = fn.external_source(source=source, num_outputs=2, batch=True, batch_info=True,
                                   layout=["HWC", ""], dtype=[None, types.INT32])

@@ -4,7 +4,9 @@ Everything DALI is imported lazily so ``import dali_mixup.pipelines`` stays chea
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
+from typing import NamedTuple
 
 #: The mixings of the ready-made pipelines, named as the operators (``fn.k_mixup`` ...).
 MIXINGS = ("none", "mixup", "k_mixup", "zeta_mixup", "cutmix", "mix")
@@ -91,7 +93,7 @@ class MixConfig:
         k: k-mixup block size (clamped by the operator to what the batch allows).
         gamma: zeta-mixup exponent, or a ``(low, high)`` range sampled per batch.
         T: zeta-mixup samples per mix (None: the whole batch).
-        cost: k-mixup cost, ``"sqeuclidean"`` or ``"euclidean"``.
+        cost: k-mixup cost, a name of :data:`dali_mixup.cost.COSTS`.
         label_smoothing: applied to one-hot labels (also for ``"none"``).
     """
 
@@ -147,6 +149,51 @@ def apply_mixing(images, labels, mix: MixConfig, num_classes: int, *, seed=None,
                        label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed, layout=layout)
     return mfn.zeta_mixup(images, labels, gamma=mix.gamma, T=mix.T, num_classes=num_classes,
                           label_smoothing=mix.label_smoothing, return_info=return_info, seed=seed, layout=layout)
+
+
+class RankSeeds(NamedTuple):
+    """The two seeds of one rank's training pipeline (see :func:`rank_seeds`)."""
+
+    pipeline_seed: int  #: DALI pipeline ``seed``: augmentation and mixing draws (per rank)
+    reader_seed: int    #: the reader's shuffle ``seed`` (the same on every rank)
+
+
+#: the step between the pipeline seeds of consecutive ranks (a prime, so that runs whose seeds
+#: differ by a small number do not give one rank another run's draws)
+RANK_SEED_STRIDE = 7919
+
+
+def rank_seeds(seed: int, rank: int) -> RankSeeds:
+    """Seeds of rank ``rank``'s pipeline in a data-parallel run seeded with ``seed``.
+
+    Returns ``(pipeline_seed, reader_seed)`` = ``(seed + 7919 * rank, seed)``:
+
+    * ``reader_seed`` is **shared**: every rank's reader shuffles the whole dataset with it and
+      keeps its own shard of the permutation, so the shards stay disjoint and cover the data
+      in every epoch (``shuffle_after_epoch``). Different reader seeds per rank would give
+      overlapping shards from the second epoch on.
+    * ``pipeline_seed`` **differs per rank**: the random crops, flips and the mixing draws
+      (lam, partners, zeta weights) are drawn from it, so ranks draw independently. One
+      pipeline seed on every rank would give every rank the same lam and partner sequence.
+
+    ::
+
+        pipeline_seed, reader_seed = rank_seeds(seed, rank)
+        pipe, names = imagefolder_pipeline(folder, batch_size=128, shard_id=rank,
+                                           num_shards=world, reader_seed=reader_seed,
+                                           seed=pipeline_seed, mixing="k_mixup")
+
+    The ready-made pipelines derive their pipeline seed this way from ``reader_seed`` and
+    ``shard_id`` when no ``seed`` is given (validation pipelines add 1).
+    """
+    for name, v in (("seed", seed), ("rank", rank)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"rank_seeds: {name} must be an int, got {type(v).__name__} {v!r}")
+    if rank < 0:
+        raise ValueError(f"rank_seeds: rank must be >= 0, got {rank}")
+    if seed < 0:
+        raise ValueError(f"rank_seeds: seed must be >= 0, got {seed}")
+    return RankSeeds(int(seed) + RANK_SEED_STRIDE * int(rank), int(seed))
 
 
 def shard_bounds(n: int, shard_id: int, num_shards: int) -> tuple[int, int]:

@@ -31,7 +31,8 @@ bins), accuracy under additive Gaussian noise and under white-box FGSM (both on 
 pixel scale). The demo prints mean +- std over seeds and paired differences against ERM and
 against mixup (the same seed: same initial weights, subset and reader order), and writes
 ``summary.json``, ``results.md`` (the tables), ``noise.png``, ``fgsm.png``,
-``reliability.png``, ``learning_curves.png``, one JSON per run and picture grids of one
+``reliability.png``, ``learning_curves.png``, one run folder per run (``NAME/results.json``,
+``NAME/best.pt``, ...) and picture grids of one
 k-mixup and one zeta-mixup batch.
 """
 from __future__ import annotations
@@ -531,6 +532,7 @@ def _main(a: argparse.Namespace) -> int:
                     train_fraction=frac, batch_size=a.batch_size, lr=a.lr,
                     warmup_epochs=min(1.0, epochs / 3) * ep / epochs, seed=seed,
                     device=a.device, out=a.out, name=f"{slug}{tag}_seed{seed}", **data_options,
+                    overwrite=True,  # the demo rewrites its own output folder
                     progress=a.progress and jobs == 1, plot=False, eval_robustness=True,
                     noise_sigmas=tuple(a.noise_sigmas), fgsm_eps=tuple(a.fgsm_eps),
                     torch_threads=max(1, _cpus() // jobs - 1) if jobs > 1 else None,

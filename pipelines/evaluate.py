@@ -21,6 +21,13 @@ turned into metrics by :func:`finalize`.
 
 The NumPy functions are pure and import nothing beyond NumPy/SciPy; torch is imported inside
 the functions that need it.
+
+A model trained by ``dali-mixup train`` is loaded with :func:`load_trained` (its run folder's
+``best.pt``, or ``last.pt``)::
+
+    from dali_mixup.pipelines.evaluate import load_trained, evaluate_robustness, finalize
+    model, info = load_trained("runs/k_mixup/best.pt")   # eval mode, on the CPU
+    info["classes"], info["epoch"], info["val_acc"], info["config"]["size"]
 """
 from __future__ import annotations
 
@@ -32,7 +39,7 @@ import numpy as np
 __all__ = [
     "NOISE_SIGMAS", "FGSM_EPS", "reliability_bins", "ece_from_bins",
     "expected_calibration_error", "nll", "mean_std", "paired_difference", "pixel_scale",
-    "gaussian_noise", "fgsm", "evaluate_robustness", "finalize", "all_reduce_sums",
+    "gaussian_noise", "fgsm", "evaluate_robustness", "finalize", "all_reduce_sums", "load_trained",
 ]
 
 #: default grids on the 0..255 pixel scale: the paper's noise levels are 8..14 and its FGSM
@@ -292,3 +299,36 @@ def all_reduce_sums(sums: dict, reduce: Callable | None) -> dict:
         out[k] = flat[i:i + n]
         i += n
     return out
+
+
+def load_trained(path, device="cpu"):
+    """Rebuild a model trained by ``dali-mixup train`` and load its weights.
+
+    Args:
+        path: ``best.pt`` (the best validation epoch's weights), ``last.pt`` (the latest
+            training state) or a run folder (its ``best.pt``). Read with
+            ``torch.load(weights_only=True)``: nothing in the file runs.
+        device: where the model goes (``"cpu"``, ``"cuda"``, a ``torch.device``).
+
+    Returns:
+        ``(model, info)``: the model in eval mode, and a dict with ``classes`` (the class
+        names, index = output), ``config`` (the run's ``TrainConfig`` as a dict: ``size``,
+        ``gray``, ... what the inputs must look like), ``in_channels``, ``image_size``,
+        ``epoch`` and, for ``best.pt``, ``val_acc``.
+
+    Raises:
+        dali_mixup.pipelines.checkpoint.CheckpointError: the file is truncated or not a
+            checkpoint of dali-mixup (the message names it).
+    """
+    from .checkpoint import WEIGHTS_FORMAT, load_checkpoint
+    from .models import build_model
+
+    ck = load_checkpoint(path, expected=WEIGHTS_FORMAT)
+    cfg = ck["config"]
+    model = build_model(cfg["model"], ck["in_channels"], len(ck["classes"]), ck["image_size"],
+                        cfg.get("width", 32))
+    model.load_state_dict(ck["model"])
+    model.to(device).eval()
+    info = {k: v for k, v in ck.items() if k not in ("model", "optimizer", "scheduler", "dali",
+                                                     "torch_rng", "cuda_rng")}
+    return model, info

@@ -36,7 +36,7 @@ import os
 
 from dali_mixup.layout import IMAGE_EXTENSIONS, DataError, ImageFolder, open_dataset, split_stratified
 
-from .common import MixConfig, apply_mixing, resolve_device
+from .common import MixConfig, apply_mixing, rank_seeds, resolve_device
 
 # the extensions taken as images and the ImageFolder record: one definition, in dali_mixup.layout
 IMG_EXTENSIONS = IMAGE_EXTENSIONS
@@ -100,7 +100,8 @@ def imagefolder_pipeline(source, *, batch_size: int, size: int = 224, training: 
                          num_threads: int = 2, gray: bool = False,
                          crop_scale: tuple = (0.08, 1.0), flip: bool = True,
                          mean=None, std=None, return_info: bool = False,
-                         local_rank: int = 0, prefetch_queue_depth: int = 2):
+                         local_rank: int = 0, prefetch_queue_depth: int = 2,
+                         enable_checkpointing: bool = False, checkpoint: bytes | None = None):
     """Build (not yet run) the training or validation pipeline of an image folder.
 
     Args:
@@ -115,7 +116,13 @@ def imagefolder_pipeline(source, *, batch_size: int, size: int = 224, training: 
         reader_seed: seed of the reader's shuffle; must be the same on every rank so that the
             shards stay disjoint after every reshuffle (``shuffle_after_epoch=True``).
         pad_last_batch: see the module docstring (default ``True``, the safe choice).
-        seed: pipeline seed (augmentation and mixing draws); default ``reader_seed + shard_id``.
+        seed: pipeline seed (augmentation and mixing draws); must differ per rank. Default:
+            ``rank_seeds(reader_seed, shard_id).pipeline_seed`` = ``reader_seed + 7919 *
+            shard_id`` (+1 for validation), see :func:`dali_mixup.pipelines.common.rank_seeds`.
+        enable_checkpointing, checkpoint: DALI's pipeline checkpointing: save the state with
+            ``DALIGenericIterator.checkpoints()`` (or ``pipe.checkpoint()``), restore it by
+            passing it back as ``checkpoint`` (reader position and shuffle, augmentation and
+            mixing draws continue where they stopped).
         gray: decode to one channel instead of RGB.
         crop_scale: ``random_area`` range of the random resized crop.
         flip: random horizontal flip in training.
@@ -151,10 +158,11 @@ def imagefolder_pipeline(source, *, batch_size: int, size: int = 224, training: 
     if not (0 <= shard_id < num_shards):
         raise ValueError(f"shard_id must be in [0, {num_shards}), got {shard_id}")
     if seed is None:
-        seed = reader_seed + 7919 * shard_id + (0 if training else 1)
+        seed = rank_seeds(reader_seed, shard_id).pipeline_seed + (0 if training else 1)
 
     @pipeline_def(batch_size=batch_size, num_threads=num_threads, device_id=device_id,
-                  seed=seed, prefetch_queue_depth=prefetch_queue_depth)
+                  seed=seed, prefetch_queue_depth=prefetch_queue_depth,
+                  enable_checkpointing=enable_checkpointing, checkpoint=checkpoint)
     def graph():
         jpegs, labels = fn.readers.file(
             files=list(folder.files), labels=list(folder.labels), name="Reader",

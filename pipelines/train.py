@@ -29,12 +29,14 @@ one another), validation ``LastBatchPolicy.PARTIAL`` (every sample exactly once)
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import math
 import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+
+from dali_mixup.cost import COSTS
 
 from .common import MIXING_ALIASES, MIXINGS, MixConfig, mixing_arg, resolve_device, steps_per_epoch
 from .evaluate import FGSM_EPS, NOISE_SIGMAS
@@ -85,6 +87,9 @@ class TrainConfig:
     fgsm_eps: tuple = FGSM_EPS          # FGSM step, 0..255 pixel scale
     noise_draws: int = 3             # noisy copies of each validation image per sigma
     ece_bins: int = 15
+    # run folder OUT/NAME, checkpoints and resume (dali_mixup.pipelines.checkpoint)
+    resume: str | None = None        # last.pt, its run folder, or "auto" (OUT/NAME's, if any)
+    overwrite: bool = False          # replace the files of an existing run folder OUT/NAME
 
     def __post_init__(self):
         # an earlier spelling (a saved results config, an old script) becomes the operator's name
@@ -159,10 +164,19 @@ def _check_batch(batch_size: int, world: int, n_train: int, where: str):
             + f": no full batch per epoch; expected at most {fits}")
 
 
+def _dali_checkpoint(dali_state: dict | None, which: str) -> dict:
+    """Pipeline arguments: checkpointing on, restored from ``dali_state[which]`` when given."""
+    from .checkpoint import decode_dali
+
+    cp = None if dali_state is None else decode_dali(dali_state[which])[0]
+    return dict(enable_checkpointing=True, checkpoint=cp)
+
+
 class Loaders:
     """Training and validation iterators of this rank, plus what the model needs to know."""
 
-    def __init__(self, cfg: TrainConfig, rank: int, world: int, local_rank: int, log=None):
+    def __init__(self, cfg: TrainConfig, rank: int, world: int, local_rank: int, log=None,
+                 dali_state: dict | None = None):
         import numpy as np
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
@@ -192,8 +206,10 @@ class Loaders:
             _check_batch(cfg.batch_size, world, len(train), train.root)
             img = dict(size=cfg.size, gray=cfg.gray)
             tp, tnames = imagefolder_pipeline(train, training=True, crop_scale=cfg.crop_scale,
-                                              flip=cfg.flip, **img, **mix, **common)
-            vp, vnames = imagefolder_pipeline(val, training=False, **img, **common)
+                                              flip=cfg.flip, **img, **mix, **common,
+                                              **_dali_checkpoint(dali_state, "train"))
+            vp, vnames = imagefolder_pipeline(val, training=False, **img, **common,
+                                              **_dali_checkpoint(dali_state, "val"))
             self.train_it = DALIGenericIterator(tp, tnames, reader_name="Reader",
                                                 last_batch_policy=LastBatchPolicy.DROP)
             self.val_it = DALIGenericIterator(vp, vnames, reader_name="Reader",
@@ -220,8 +236,10 @@ class Loaders:
                 self.pixel = pixel_scale((0.0,) * ch, (1.0,) * ch,
                                          pixel_range=(float(xt.min()), float(xt.max())))
             nc = int(max(yt.max(), yv.max())) + 1
-            tp, tnames = arrays_pipeline(xt, yt, training=True, num_classes=nc, **mix, **common)
-            vp, vnames = arrays_pipeline(xv, yv, training=False, num_classes=nc, **common)
+            tp, tnames = arrays_pipeline(xt, yt, training=True, num_classes=nc, **mix, **common,
+                                         **_dali_checkpoint(dali_state, "train"))
+            vp, vnames = arrays_pipeline(xv, yv, training=False, num_classes=nc, **common,
+                                         **_dali_checkpoint(dali_state, "val"))
             self.train_it = DALIGenericIterator(tp, tnames)
             self.val_it = DALIGenericIterator(vp, vnames)
             self.classes = [str(c) for c in range(nc)]
@@ -305,13 +323,30 @@ def evaluate(model, val_it, device, world: int):
     return loss / max(count, 1), correct / max(count, 1), int(count)
 
 
+def _sync_buffers(model, world: int) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank.
+
+    DDP copies them from rank 0 at the start of each training forward pass, so after the last
+    step of an epoch every rank still holds the statistics of its own last batch; validation
+    (whose shards move between ranks from one pass to the next) and checkpoints use rank 0's.
+    """
+    if world > 1:
+        import torch.distributed as dist
+
+        for b in model.buffers():
+            dist.broadcast(b, src=0)
+
+
 def run(cfg: TrainConfig, *, log=print) -> dict:
     """Train and validate with ``cfg``; returns the results dict (rank 0 also writes files)."""
     import torch
 
     from dali_mixup.losses import soft_target_cross_entropy
 
+    from .checkpoint import save_atomic, write_json_atomic
     from .models import build_model
+    from .runstate import (StopRequest, TrainingStopped, gather_dali, model_weights, open_run,
+                           restore_training_state, training_state)
 
     MixConfig(mixing=cfg.mixing)  # validates the name before any work
     if cfg.val_every < 1:
@@ -327,9 +362,11 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
     # one core per rank is left to DALI's threads: oversubscribed OpenMP threads make small
     # models many times slower on a few cores
     torch.set_num_threads(cfg.torch_threads or max(1, (ncpu or 1) // world - 1))
+    cfg, folder, state = open_run(cfg, rank, world)  # new run folder, or the run to continue
     torch.manual_seed(cfg.seed)
 
-    loaders = Loaders(cfg, rank, world, local, log=log if rank == 0 else None)
+    loaders = Loaders(cfg, rank, world, local, log=log if rank == 0 else None,
+                      dali_state=None if state is None else state["dali"][rank])
     model = build_model(cfg.model, loaders.in_channels, len(loaders.classes),
                         loaders.image_size, cfg.width).to(device)
     net = model
@@ -350,54 +387,96 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
 
     name = cfg.name or cfg.mixing
     show = cfg.progress and rank == 0
-    history = []
-    t_start = time.perf_counter()
-    progress = Progress(name, total, enabled=show)
+    history, best = [], None
+    start_epoch, start_step = 1, 0
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    seen, t_train, t0 = 0, 0.0, time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        net.train()
-        t_ep = time.perf_counter()
-        for i, batch in enumerate(loaders.train_it):
-            if i >= steps:  # a larger shard's extra full batch: drained, not trained on
-                continue
-            x = batch[0]["images"].to(device, non_blocking=True)
-            y = batch[0]["labels"].to(device, non_blocking=True)
-            loss = soft_target_cross_entropy(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach().double() * x.shape[0]
-            seen += x.shape[0]
-            if progress.bar is not None:
-                rate = seen * world / max(t_train + time.perf_counter() - t_ep, 1e-9)
-                progress.step(epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss.item():.3f}", img_s=f"{rate:.0f}")
-        loaders.train_it.reset()
-        t_train += time.perf_counter() - t_ep
-        if epoch % cfg.val_every and epoch != cfg.epochs:  # the next record covers this epoch too
-            if progress.lines:  # this rank's running mean since the last validation
-                progress.line(f"[{name}] epoch {epoch}/{cfg.epochs}  train loss "
-                              f"{loss_sum.item() / max(seen, 1):.4f}  {seen * world / max(t_train, 1e-9):.0f} img/s")
-            continue
-        stats = torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64,
-                                                    device=device)])
-        if world > 1:
-            import torch.distributed as dist
-            dist.all_reduce(stats)
-        train_loss = (stats[0] / stats[1].clamp(min=1)).item()
-        val_loss, val_acc, n_val = evaluate(model, loaders.val_it, device, world)
-        rec = dict(epoch=epoch, step=epoch * steps, train_loss=train_loss, val_loss=val_loss,
-                   val_acc=val_acc, train_samples=int(stats[1].item()), val_samples=n_val,
-                   train_time_s=t_train, epoch_time_s=time.perf_counter() - t0,
-                   train_samples_per_s=stats[1].item() / max(t_train, 1e-9),
-                   lr=opt.param_groups[0]["lr"])
-        history.append(rec)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        seen, t_train, t0 = 0, 0.0, time.perf_counter()
-        progress.line(f"[{name}] epoch {epoch}/{cfg.epochs}  train loss {train_loss:.4f}  "
-                      f"val loss {val_loss:.4f}  val acc {val_acc:.4f}  "
-                      f"{rec['train_samples_per_s']:.0f} img/s")
+    seen = 0
+    if state is not None:  # continue where the run stopped
+        restore_training_state(state, model, opt, sched)
+        history, best = list(state["history"]), state["best"]
+        start_epoch, start_step = state["epoch"] + 1, state["step_in_epoch"]
+        loss_sum += state["loss_sum"]
+        seen = state["seen"]
+        if rank == 0:
+            log(f"[{name}] resumed from {state['path']}: epoch {start_epoch}, step "
+                f"{start_step} of {steps}")
+
+    def save_last(done_epochs: int, step: int) -> str | None:
+        """``last.pt``: the state after ``done_epochs`` epochs and ``step`` steps of the next."""
+        if folder is None:
+            return None
+        dali = gather_dali(loaders, world)  # a collective: every rank takes part
+        path = os.path.join(folder, "last.pt")
+        if rank == 0:
+            save_atomic(training_state(epoch=done_epochs, step=step, model=model, optimizer=opt,
+                                       scheduler=sched, dali=dali, cfg=cfg, history=history,
+                                       best=best, loss_sum=loss_sum.item(), seen=seen,
+                                       world=world, loaders=loaders), path)
+        return path
+
+    t_start = time.perf_counter()
+    progress = Progress(name, total - (start_epoch - 1) * steps - start_step, enabled=show)
+    t_train, t0 = 0.0, time.perf_counter()
+    stop = StopRequest(world, device) if folder is not None else None
+    with stop if stop is not None else contextlib.nullcontext():
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            net.train()
+            t_ep = time.perf_counter()
+            first = start_step if epoch == start_epoch else 0
+            for i, batch in enumerate(loaders.train_it, start=first):
+                if i >= steps:  # a larger shard's extra full batch: drained, not trained on
+                    continue
+                x = batch[0]["images"].to(device, non_blocking=True)
+                y = batch[0]["labels"].to(device, non_blocking=True)
+                loss = soft_target_cross_entropy(net(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                loss_sum += loss.detach().double() * x.shape[0]
+                seen += x.shape[0]
+                if progress.bar is not None:
+                    rate = seen * world / max(t_train + time.perf_counter() - t_ep, 1e-9)
+                    progress.step(epoch=f"{epoch}/{cfg.epochs}", loss=f"{loss.item():.3f}", img_s=f"{rate:.0f}")
+                if stop is not None and stop.requested(i):
+                    progress.close()
+                    raise TrainingStopped(save_last(epoch - 1, i + 1), epoch, i + 1)
+            loaders.train_it.reset()
+            t_train += time.perf_counter() - t_ep
+            _sync_buffers(model, world)  # every rank validates and saves rank 0's model
+            if epoch % cfg.val_every and epoch != cfg.epochs:  # the next record covers this epoch too
+                if progress.lines:  # this rank's running mean since the last validation
+                    progress.line(f"[{name}] epoch {epoch}/{cfg.epochs}  train loss "
+                                  f"{loss_sum.item() / max(seen, 1):.4f}  {seen * world / max(t_train, 1e-9):.0f} img/s")
+            else:
+                stats = torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64,
+                                                            device=device)])
+                if world > 1:
+                    import torch.distributed as dist
+                    dist.all_reduce(stats)
+                train_loss = (stats[0] / stats[1].clamp(min=1)).item()
+                val_loss, val_acc, n_val = evaluate(model, loaders.val_it, device, world)
+                rec = dict(epoch=epoch, step=epoch * steps, train_loss=train_loss, val_loss=val_loss,
+                           val_acc=val_acc, train_samples=int(stats[1].item()), val_samples=n_val,
+                           train_time_s=t_train, epoch_time_s=time.perf_counter() - t0,
+                           train_samples_per_s=stats[1].item() / max(t_train, 1e-9),
+                           lr=opt.param_groups[0]["lr"])
+                history.append(rec)
+                loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+                seen, t_train, t0 = 0, 0.0, time.perf_counter()
+                progress.line(f"[{name}] epoch {epoch}/{cfg.epochs}  train loss {train_loss:.4f}  "
+                              f"val loss {val_loss:.4f}  val acc {val_acc:.4f}  "
+                              f"{rec['train_samples_per_s']:.0f} img/s")
+                if best is None or val_acc > best["val_acc"]:
+                    best = dict(epoch=epoch, val_acc=val_acc)
+                    if rank == 0 and folder is not None:
+                        save_atomic(model_weights(model=model, cfg=cfg, loaders=loaders,
+                                                  epoch=epoch, val_acc=val_acc),
+                                    os.path.join(folder, "best.pt"))
+            path = save_last(epoch, 0)
+            if stop is not None and epoch != cfg.epochs and stop.requested():
+                progress.close()
+                raise TrainingStopped(path, epoch + 1, 0)
     progress.close()
     robustness = None
     if cfg.eval_robustness:
@@ -407,6 +486,7 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
         classes=loaders.classes, num_train=loaders.n_train, num_val=loaders.n_val,
         steps_per_epoch=steps, history=history,
         final_val_acc=history[-1]["val_acc"], best_val_acc=max(h["val_acc"] for h in history),
+        best_epoch=best["epoch"],
         final_train_loss=history[-1]["train_loss"],
         total_time_s=time.perf_counter() - t_start,
         mean_train_samples_per_s=sum(h["train_samples"] for h in history)
@@ -414,16 +494,14 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
         torch_threads=torch.get_num_threads(), **cfg.extra)
     if robustness is not None:
         results["robustness"] = robustness
-    if rank == 0 and cfg.out:
-        os.makedirs(cfg.out, exist_ok=True)
-        path = os.path.join(cfg.out, f"{name}.json")
-        with open(path, "w") as f:
-            json.dump(results, f, indent=2)
-        results["results_path"] = path
+    if rank == 0 and folder is not None:
+        results.update(run_dir=folder, checkpoint_path=os.path.join(folder, "last.pt"),
+                       best_path=os.path.join(folder, "best.pt"))
+        results["results_path"] = write_json_atomic(results, os.path.join(folder, "results.json"))
         if cfg.plot:
             results["plot_path"] = plot_history({name: history},
-                                                os.path.join(cfg.out, f"{name}.png"))
-    del loaders
+                                                os.path.join(folder, "curves.png"))
+    loaders = None  # the DALI pipelines go now, not with the closure above
     return results
 
 
@@ -543,7 +621,7 @@ def build_parser(prog: str = "dali-mixup train") -> argparse.ArgumentParser:
     mx.add_argument("--gamma", type=positive, default=d.gamma, help="zeta-mixup exponent")
     mx.add_argument("--T", type=pos_int, default=None,
                     help="zeta-mixup samples per mix (default: the whole batch)")
-    mx.add_argument("--cost", choices=("sqeuclidean", "euclidean"), default=d.cost,
+    mx.add_argument("--cost", choices=tuple(COSTS), default=d.cost,
                     help="k-mixup matching cost")
     mx.add_argument("--label-smoothing", type=float_range(0, 1, hi_open=True),
                     default=d.label_smoothing, help="applied to the one-hot labels")
@@ -583,8 +661,16 @@ def build_parser(prog: str = "dali-mixup train") -> argparse.ArgumentParser:
     ev.add_argument("--ece-bins", type=pos_int, default=d.ece_bins,
                     help="bins of the expected calibration error")
     out = p.add_argument_group("output")
-    out.add_argument("--out", default=d.out, help="directory for NAME.json and NAME.png")
+    out.add_argument("--out", default=d.out, help="the run folder is OUT/NAME (config.json, "
+                     "last.pt, best.pt, results.json, curves.png)")
     out.add_argument("--name", default=None, help="run name (default: the mixing)")
+    # checkpoints and resume (dali_mixup.pipelines.checkpoint)
+    out.add_argument("--resume", metavar="PATH|auto", default=None,
+                     help="continue a stopped run from PATH (its last.pt or run folder), or "
+                     "'auto': from OUT/NAME/last.pt when there is one; the run's own "
+                     "configuration is used (--data etc. may be left out)")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace the files of an existing run folder OUT/NAME")
     out.add_argument("--no-progress", dest="progress", action="store_false",
                      help="no progress bar or per-epoch lines")
     return p
@@ -603,7 +689,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         progress=a.progress, train_fraction=a.train_fraction, subset_seed=a.subset_seed,
         val_every=a.val_every, eval_robustness=a.eval_robustness,
         noise_sigmas=tuple(a.noise_sigmas), fgsm_eps=tuple(a.fgsm_eps),
-        noise_draws=a.noise_draws, ece_bins=a.ece_bins)
+        noise_draws=a.noise_draws, ece_bins=a.ece_bins, resume=a.resume, overwrite=a.overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -611,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = build_parser()
     a = p.parse_args(argv)
-    if (a.data is None) == (a.arrays is None):
+    if (a.data is None) == (a.arrays is None) and not (a.resume and a.data is None):
         p.error("give exactly one of --data DIR or --arrays digits|FILE.npz, got "
                 + ("both" if a.data is not None else "neither"))
     if a.crop_scale[0] > a.crop_scale[1]:
@@ -622,11 +708,19 @@ def main(argv: list[str] | None = None) -> int:
     if a.arrays is not None and a.arrays != "digits" and not os.path.isfile(a.arrays):
         p.error(f"argument --arrays: expected 'digits' or an .npz file, got {a.arrays!r} "
                 f"(no such file)")
+    from .checkpoint import RunError
     from .common import DeviceError
+    from .runstate import TrainingStopped
     try:
         res = run(config_from_args(a))
-    except (UsageError, DeviceError) as e:
+    except (UsageError, DeviceError, RunError) as e:
         return report(p.prog, e, a.debug)
+    except TrainingStopped as e:
+        if e.path and int(os.environ.get("RANK", "0")) == 0:
+            print(f"{p.prog}: stopped at epoch {e.epoch}, step {e.step}; state saved to "
+                  f"{e.path}; continue with: {p.prog} --resume {os.path.dirname(e.path)}",
+                  file=sys.stderr)
+        return 130
     finally:
         import torch.distributed as dist
         if dist.is_available() and dist.is_initialized():

@@ -65,9 +65,9 @@ def test_demo_quick_on_the_digits(tmp_path, capsys):
     assert "paired difference vs ERM" in text and "paired difference vs mixup" in text
     for slug, m in zip(SLUGS, METHODS):
         for tag in ("", "_25pct"):
-            res = json.load(open(out / f"{slug}{tag}_seed0.json"))
+            res = json.load(open(out / f"{slug}{tag}_seed0" / "results.json"))
             assert res["method"] == m and "robustness" in res
-    assert json.load(open(out / "none_25pct_seed0.json"))["num_train"] == 359
+    assert json.load(open(out / "none_25pct_seed0" / "results.json"))["num_train"] == 359
     for png in ("learning_curves.png", "noise.png", "fgsm.png", "reliability.png",
                 "k_mixup_batch.png", "zeta_mixup_batch.png"):
         with Image.open(out / png) as im:

@@ -114,10 +114,10 @@ def test_run_writes_results_and_curves_and_learns(learnable, tmp_path):
     assert all(h["val_samples"] == 12 and h["train_samples"] == 32 for h in hist)
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert res["best_val_acc"] > 1 / 3 + 0.2  # well above chance
-    saved = json.load(open(tmp_path / "zeta_mixup.json"))
+    saved = json.load(open(tmp_path / "zeta_mixup" / "results.json"))
     assert saved["final_val_acc"] == res["final_val_acc"]
     assert saved["config"]["mixing"] == "zeta_mixup"
-    with Image.open(tmp_path / "zeta_mixup.png") as im:
+    with Image.open(tmp_path / "zeta_mixup" / "curves.png") as im:
         assert im.size[0] > 400 and im.size[1] > 200
 
 
@@ -160,7 +160,7 @@ def test_train_main_on_arrays_and_gpu_error(tmp_path, capsys, monkeypatch):
                      "--batch-size", "128", "--width", "8", "--out", str(tmp_path),
                      "--no-progress", "--lr", "0.05"])
     assert rc == 0
-    res = json.load(open(tmp_path / "k_mixup.json"))
+    res = json.load(open(tmp_path / "k_mixup" / "results.json"))
     assert res["config"]["mixing"] == "k_mixup" and res["num_train"] == 1438 and res["num_val"] == 359
     assert res["history"][0]["val_samples"] == 359
     assert res["history"][0]["train_samples"] == 1438 // 128 * 128
@@ -182,7 +182,7 @@ def test_train_subset_val_every_and_robustness_evaluation(learnable, tmp_path, c
     assert rc == 0
     text = capsys.readouterr().out
     assert "ECE (15 bins)" in text and "FGSM, acc by eps" in text
-    res = json.load(open(tmp_path / "k_mixup.json"))
+    res = json.load(open(tmp_path / "k_mixup" / "results.json"))
     # 36 training images (12 per class), half of each class: 18, two full batches of 8
     assert res["num_train"] == 18 and res["steps_per_epoch"] == 2
     hist = res["history"]
@@ -269,7 +269,7 @@ def test_torchrun_data_parallel_training(tmp_path, learnable):
                    "--batch-size", "4", "--width", "8", "--out", str(out), "--no-progress",
                    "--eval-robustness", "--noise-sigmas", "0", "16", "--fgsm-eps", "0", "8"],
                   tmp_path)
-    res = json.load(open(out / "k_mixup.json"))
+    res = json.load(open(out / "k_mixup" / "results.json"))
     # the robustness sums of the two validation shards add up to every image once
     rob = res["robustness"]
     assert rob["count"] == 12 and sum(rob["bins"]["count"]) == 12
