@@ -387,13 +387,13 @@ def suite_breakdown(be: Backend, timer: Timer, floor: dict, ds, solver_ks, b: in
         for k in (16, 64):
             cfg = PairConfig.k_mixup(k=k, num_classes=10)
             plan = plan_blocks(draws.u, b, k, "disjoint")
-            costs_h = np.asarray(be.to_host(block_costs(x2d, plan.left, plan.right, metric="sqeuclidean",
+            costs_h = np.asarray(be.to_host(block_costs(x2d, plan.left, plan.right, cost="sqeuclidean",
                                                         xp=be.xp)))
             pp = pair_plan(cfg, draws, plan, costs_h, b)
             p_dev, lam_dev = be.asarray(pp.partner), be.asarray(pp.lam.astype(np.float32))
             fns = {
                 "blocks": lambda: plan_blocks(draws.u, b, k, "disjoint"),
-                "distance": lambda: block_costs(x2d, plan.left, plan.right, metric="sqeuclidean", xp=be.xp),
+                "distance": lambda: block_costs(x2d, plan.left, plan.right, cost="sqeuclidean", xp=be.xp),
                 "solve+plan": lambda: pair_plan(cfg, draws, plan, costs_h, b),
                 "blend": lambda: blend(x, p_dev, lam_dev, be.xp),
             }

@@ -18,7 +18,6 @@ from typing import Any, Sequence
 GAMMA_MIN = 1.72865
 
 IMAGE_DTYPES = ("uint8", "float16", "float32", "float64")
-COSTS = ("sqeuclidean", "euclidean")
 PAIRINGS = ("disjoint", "permutation")
 LAM_MODES = ("batch", "block", "sample")
 OUT_DTYPES = (None, "float16", "float32", "float64", "uint8")

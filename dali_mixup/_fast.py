@@ -9,8 +9,9 @@
   M: cut rows are copied and get their partner's box, the other rows are blended.
 * :func:`zeta_mix_numpy`: zeta-mixup's weighted sum, gathered in row chunks or as one
   ``[B, B] @ [B, D]`` product split by columns over the cores.
-* :func:`numpy_sqdist`, :func:`gathered_sqdist`: k-mixup's block cost matrices
-  (:func:`dali_mixup.cost.pairwise_sqdist`): blocks gathered into reused buffers
+* :func:`numpy_terms`, :func:`gathered_terms`: the terms of k-mixup's block costs (squared
+  norms and Gram products, :func:`dali_mixup.cost.terms`; the costs combine them in
+  :data:`dali_mixup.cost.COSTS`): blocks gathered into reused buffers
   (``np.take(..., out=, mode="clip")``, which is not buffered), one block (or, for very wide
   rows, one slice of columns) at a time so that it stays in cache while its Gram matrix (BLAS)
   and squared norms (a row dot, :func:`_rowdot`) are taken. At D = 3*224*224 this was 10-30x
@@ -303,28 +304,20 @@ def _numpy_terms_serial(x2d: np.ndarray, left: np.ndarray, right: np.ndarray, bu
     return (aa, cc, g) if norms else (None, None, g)
 
 
-def numpy_sqdist(x2d: np.ndarray, left: np.ndarray, right: np.ndarray, match_only: bool = False):
-    """:func:`dali_mixup.cost.pairwise_sqdist` of the blocks ``x2d[left[b]]``, ``x2d[right[b]]``
-    (``[n_blocks, k, k]``), equal to it up to rounding; with ``match_only``, ``-2 <a_r, c_c>``
-    only (see :func:`dali_mixup.cost.block_costs`)."""
+def numpy_terms(x2d: np.ndarray, left: np.ndarray, right: np.ndarray, norms: bool = True):
+    """k-mixup's cost terms ``(aa [nb, k], cc [nb, k], g [nb, k, k])`` of the blocks
+    ``x2d[left[b]]``, ``x2d[right[b]]`` (see :mod:`dali_mixup.cost`), equal to
+    :func:`dali_mixup.cost.terms` up to rounding; without ``norms``, ``aa`` and ``cc`` are None."""
     one_blas_thread()
-    aa, cc, g = _numpy_terms(x2d, left, right, norms=not match_only)
-    if match_only:
-        return np.multiply(g, -2.0, out=g)
-    d = aa[..., :, None] + cc[..., None, :] - 2.0 * g
-    return np.clip(d, 0.0, None, out=d)
+    return _numpy_terms(x2d, left, right, norms=norms)
 
 
-def gathered_sqdist(a: np.ndarray, c: np.ndarray, match_only: bool = False) -> np.ndarray:
-    """:func:`numpy_sqdist` of blocks already gathered (``a``, ``c`` ``[n_blocks, k, D]``, as a
-    DALI operator takes them: views of its stacked batch)."""
+def gathered_terms(a: np.ndarray, c: np.ndarray, norms: bool = True):
+    """:func:`numpy_terms` of blocks already gathered (``a``, ``c`` ``[n_blocks, k, D]``, as a
+    DALI operator holds them: views of its stacked batch)."""
     nb, k, d = a.shape
     one_blas_thread()
     g = np.matmul(a, c.transpose(0, 2, 1))
-    if not match_only:
-        aa = _rowdot(a.reshape(nb * k, d)).reshape(nb, k)
-        cc = _rowdot(c.reshape(nb * k, d)).reshape(nb, k)
-    if match_only:
-        return np.multiply(g, -2.0, out=g)
-    cost = aa[:, :, None] + cc[:, None, :] - 2.0 * g
-    return np.clip(cost, 0.0, None, out=cost)
+    if not norms:
+        return None, None, g
+    return _rowdot(a.reshape(nb * k, d)).reshape(nb, k), _rowdot(c.reshape(nb * k, d)).reshape(nb, k), g

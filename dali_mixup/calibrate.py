@@ -37,7 +37,7 @@ import numpy as np
 from scipy.special import betainc
 
 from .assign import solve_blocks
-from .cost import block_costs
+from .cost import COSTS, block_costs
 from .datasets import load_data
 from .kmixup import plan_blocks
 
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=_parse_ks, default=None, help="comma-separated k values (default 1,2,4,8,16,32)")
     ap.add_argument("--alpha", type=float_range(0, lo_open=True), default=1.0, help="alpha of 1-mixup (default 1.0)")
     ap.add_argument("--trials", type=int_range(2), default=None, help="N of Algorithm 1 (default 4000; 1000 with --quick)")
-    ap.add_argument("--cost", choices=("sqeuclidean", "euclidean"), default="sqeuclidean",
+    ap.add_argument("--cost", choices=tuple(COSTS), default="sqeuclidean",
                     help="matching cost (default: the paper's squared distance)")
     ap.add_argument("--c", type=float_range(1, lo_open=True), default=1.025, help="growth factor of the loop (default 1.025)")
     ap.add_argument("--gamma", type=float_range(0, lo_open=True), default=1000.0, help="cap on alpha_k (default 1000)")

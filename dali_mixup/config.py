@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import _checks
+from .cost import COSTS
 
 #: zeta-mixup mixing methods: None picks by T and B.
 ZETA_METHODS = (None, "gather", "matmul")
@@ -35,7 +36,7 @@ class PairConfig:
         cutmix_alpha: CutMix's Beta parameter; 0 disables CutMix.
         prob: probability that a lam group is mixed at all.
         switch_prob: probability of CutMix instead of mixup when both alphas are > 0.
-        cost: ``"sqeuclidean"`` or ``"euclidean"`` (k > 1).
+        cost: a name of :data:`dali_mixup.cost.COSTS` (k > 1).
         pairing: ``"disjoint"`` or ``"permutation"``.
         lam_mode: ``"batch"``, ``"block"`` or ``"sample"``.
         correct_lam: CutMix label weight from the clipped box area.
@@ -71,7 +72,7 @@ class PairConfig:
             op=op, k=_checks.check_int(op, "k", k, minimum=1), mixup_alpha=mixup_alpha,
             cutmix_alpha=cutmix_alpha, prob=_checks.check_prob(op, "prob", prob),
             switch_prob=_checks.check_prob(op, "switch_prob", switch_prob),
-            cost=_checks.check_choice(op, "cost", cost, _checks.COSTS),
+            cost=_checks.check_choice(op, "cost", cost, tuple(COSTS)),
             pairing=_checks.check_choice(op, "pairing", pairing, _checks.PAIRINGS),
             lam_mode=_checks.check_choice(op, "lam_mode", lam_mode, _checks.LAM_MODES),
             correct_lam=correct_lam, num_classes=_checks.check_num_classes(op, num_classes),

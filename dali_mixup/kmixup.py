@@ -42,7 +42,8 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
         k: block size; clamped to what the batch allows (see ``.k`` of the result).
         alpha: lam ~ Beta(alpha, alpha).
         num_classes: number of classes for integer labels.
-        cost: ``"sqeuclidean"`` (the paper's W2) or ``"euclidean"`` (the reference code).
+        cost: a name of :data:`dali_mixup.cost.COSTS`: ``"sqeuclidean"`` (the paper's W2, the
+            default), ``"euclidean"`` (the reference code), ...
         pairing: ``"disjoint"`` (two random halves, everyone mixed) or ``"permutation"``
             (the reference code: blocks meet a random permutation of the batch).
         lam_mode: ``"batch"``, ``"block"`` or ``"sample"``.

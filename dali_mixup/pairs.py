@@ -109,7 +109,7 @@ def mix_batch(cfg, images, labels, *, layout: str | None = None, features=None,
     blocks = plan_blocks(draws.u, b, cfg.k, cfg.pairing)
     costs = None
     if blocks.k > 1:
-        costs = to_numpy(block_costs(feats, blocks.left, blocks.right, metric=cfg.cost, xp=xp,
+        costs = to_numpy(block_costs(feats, blocks.left, blocks.right, cost=cfg.cost, xp=xp,
                                      op=op, arg=arg, match_only=True))
     hw = (images.shape[1 + axes[0]], images.shape[1 + axes[1]]) if axes is not None else (1, 1)
     plan = pair_plan(cfg, draws, blocks, costs, b, hw)

@@ -41,7 +41,8 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
         k: block size of the optimal-transport matching; clamped to what the batch allows.
         alpha: lam ~ Beta(alpha, alpha).
         num_classes: number of classes, required for class-id labels.
-        cost: ``"sqeuclidean"`` (the paper's W2) or ``"euclidean"`` (the reference code).
+        cost: a name of :data:`dali_mixup.cost.COSTS`: ``"sqeuclidean"`` (the paper's W2, the
+            default), ``"euclidean"`` (the reference code), ...
         pairing: ``"disjoint"`` (every sample mixed with another) or ``"permutation"``
             (the reference code; self-matches possible).
         lam_mode: ``"batch"``, ``"block"`` or ``"sample"``: how many lambdas are drawn.

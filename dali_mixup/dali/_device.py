@@ -207,7 +207,7 @@ class BlockCosts(DeviceOp):
         d = x.shape[1]
         left = xp.reshape(xp.take(x, idx[:n], axis=0), (nb, k, d))
         right = xp.reshape(xp.take(x, idx[n:2 * n], axis=0), (nb, k, d))
-        cost = gathered_costs(left, right, metric=self.cfg.cost, xp=xp, op=self.cfg.op, arg=self.arg,
+        cost = gathered_costs(left, right, cost=self.cfg.cost, xp=xp, op=self.cfg.op, arg=self.arg,
                               match_only=True, check_finite=False)
         width = -(-(n * k) // b)
         flat = xp.reshape(xp.astype(cost, xp.float32), (n * k,))

@@ -50,7 +50,7 @@ class PairHost(Op):
             name = dtype_name(np, feats[0].dtype)
             check_dtypes(cfg.op, None, {"features": name})
             f = stack_host(feats, out=self._buf("f", (b,) + feats[0].shape, work_dtype_of(name)))
-            return block_costs(f.reshape(b, -1), blocks.left, blocks.right, metric=cfg.cost, xp=np,
+            return block_costs(f.reshape(b, -1), blocks.left, blocks.right, cost=cfg.cost, xp=np,
                                op=cfg.op, arg="features", match_only=True)
         # each side's blocks: a view of the stacked batch when they lie there in order (the
         # usual case), else gathered into buffers kept between batches
@@ -64,7 +64,7 @@ class PairHost(Op):
             buf = self._buf(name, (idx.size, flat.shape[1]), flat.dtype)
             np.take(flat, rows, axis=0, out=buf, mode="clip")  # rows < b
             sides.append(buf.reshape(idx.shape + (-1,)))
-        return gathered_costs(*sides, metric=cfg.cost, xp=np, op=cfg.op, arg="images",
+        return gathered_costs(*sides, cost=cfg.cost, xp=np, op=cfg.op, arg="images",
                               match_only=True)
 
     def _stack_in(self, name: str, samples: list, order: np.ndarray | None, dtype) -> np.ndarray:

@@ -78,27 +78,32 @@ def _blocks(rng, b, k, nb):
 
 @pytest.mark.parametrize("branch", ["small", "whole blocks", "column slices", "threads"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_numpy_block_costs_equal_the_plain_expression(branch, dtype, monkeypatch):
-    """Each route of the NumPy cost (all blocks at once, a block at a time, slices of
-    columns, blocks over threads) gives the array-API expression's distances."""
-    from dali_mixup.cost import pairwise_sqdist
+def test_numpy_cost_terms_equal_the_plain_expression(branch, dtype, monkeypatch):
+    """Each route of the NumPy cost terms (all blocks at once, a block at a time, slices of
+    columns, blocks over threads) gives the array-API expression's norms and Gram products."""
+    from dali_mixup.cost import terms
 
     rng = np.random.default_rng(5)
     b, k, nb, d = 24, 4, 3, 600
-    x = rng.normal(size=(b, d)).astype(dtype)
+    x = (rng.normal(size=(b, d)) * rng.uniform(0.1, 10, size=(b, 1))).astype(dtype)  # spread norms
     left, right = _blocks(rng, b, k, nb)
-    ref = pairwise_sqdist(x[left], x[right], np)
+    x64 = x.astype(np.float64)
+    ref = terms(x64[left], x64[right], np)
     limits = {"small": (1 << 40, 1 << 40, 1e30), "whole blocks": (0, 1 << 40, 1e30),
               "column slices": (0, 1, 1e30), "threads": (0, 1 << 40, 0)}[branch]
     for name, value in zip(("_SMALL_BYTES", "_SLICE_BYTES", "_PARALLEL_GRAM_FLOPS"), limits):
         monkeypatch.setattr(_fast, name, value)
     monkeypatch.setattr(_fast, "parallel_parts", lambda: 2)
     tol = dict(rtol=1e-4, atol=1e-2) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-8)
-    np.testing.assert_allclose(_fast.numpy_sqdist(x, left, right), ref, **tol)
-    g = np.einsum("bkd,bjd->bkj", x[left].astype(np.float64), x[right].astype(np.float64))
-    np.testing.assert_allclose(_fast.numpy_sqdist(x, left, right, match_only=True), -2 * g, **tol)
-    np.testing.assert_allclose(_fast.gathered_sqdist(x[left], x[right]), ref, **tol)
-    np.testing.assert_allclose(_fast.gathered_sqdist(x[left], x[right], match_only=True), -2 * g, **tol)
+    g = np.einsum("bkd,bjd->bkj", x64[left], x64[right])  # independent of matmul
+    np.testing.assert_allclose(ref[2], g, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(ref[0], (x64[left] ** 2).sum(-1), rtol=1e-12)
+    for got in (_fast.numpy_terms(x, left, right), _fast.gathered_terms(x[left], x[right])):
+        for t, want in zip(got, ref):
+            np.testing.assert_allclose(t, want, **tol)
+    for got in (_fast.numpy_terms(x, left, right, norms=False), _fast.gathered_terms(x[left], x[right], norms=False)):
+        assert got[0] is None and got[1] is None
+        np.testing.assert_allclose(got[2], g, **tol)
 
 
 def test_numpy_blas_is_set_to_one_thread_and_kept(monkeypatch, rng):

@@ -240,15 +240,15 @@ def test_match_only_costs_differ_by_row_and_column_constants(shape, rng):
 
     x = rng.normal(size=shape).reshape(shape[0], -1)
     plan = km.plan_blocks(rng.random((shape[0], 2)), shape[0], 4, "disjoint")
-    full = block_costs(x, plan.left, plan.right, metric="sqeuclidean", xp=np)
+    full = block_costs(x, plan.left, plan.right, cost="sqeuclidean", xp=np)
     a, c = x[plan.left], x[plan.right]
     expect = full - (a * a).sum(-1)[:, :, None] - (c * c).sum(-1)[:, None, :]
-    red = block_costs(x, plan.left, plan.right, metric="sqeuclidean", xp=np, match_only=True)
+    red = block_costs(x, plan.left, plan.right, cost="sqeuclidean", xp=np, match_only=True)
     np.testing.assert_allclose(red, expect, atol=1e-9)
-    red_strict = block_costs(xps.asarray(x), plan.left, plan.right, metric="sqeuclidean", xp=xps,
+    red_strict = block_costs(xps.asarray(x), plan.left, plan.right, cost="sqeuclidean", xp=xps,
                              match_only=True)
     np.testing.assert_allclose(np.asarray(red_strict), expect, atol=1e-9)
     # the euclidean cost is not separable: match_only leaves it whole
     np.testing.assert_array_equal(
-        block_costs(x, plan.left, plan.right, metric="euclidean", xp=np, match_only=True),
-        block_costs(x, plan.left, plan.right, metric="euclidean", xp=np))
+        block_costs(x, plan.left, plan.right, cost="euclidean", xp=np, match_only=True),
+        block_costs(x, plan.left, plan.right, cost="euclidean", xp=np))
