@@ -56,12 +56,20 @@ def _euclidean(aa, cc, g, xp):
     return xp.sqrt(_sqeuclidean(aa, cc, g, xp))
 
 
+def _cosine(aa, cc, g, xp):
+    norms = xp.sqrt(aa)[..., :, None] * xp.sqrt(cc)[..., None, :]
+    similarity = xp.where(norms > 0, g / xp.where(norms > 0, norms, 1.0), 0.0)  # a zero row: 0
+    return xp.clip(1.0 - similarity, 0.0, 2.0)
+
+
 #: name -> :class:`Cost`, the costs k-mixup matches blocks with (the first is the default)
 COSTS: dict[str, Cost] = {
     "sqeuclidean": Cost(_sqeuclidean, separable=True,
                         formula="|a - c|^2, the paper's W2 (squared Euclidean)"),
     "euclidean": Cost(_euclidean, separable=False,
                       formula="|a - c|, as the authors' reference code (scipy distance_matrix)"),
+    "cosine": Cost(_cosine, separable=False,
+                   formula="1 - <a, c> / (|a| |c|), blind to each sample's scale (1 for a zero sample)"),
 }
 
 

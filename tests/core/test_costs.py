@@ -14,7 +14,7 @@ from scipy.spatial.distance import cdist
 from dali_mixup.cost import COSTS, block_costs, gathered_costs
 
 #: an independent reference for every registered cost (a new cost needs its own here)
-REFERENCE = {"sqeuclidean": "sqeuclidean", "euclidean": "euclidean"}
+REFERENCE = {"sqeuclidean": "sqeuclidean", "euclidean": "euclidean", "cosine": "cosine"}
 
 
 def test_every_cost_has_an_independent_reference():
@@ -120,3 +120,11 @@ def test_the_operators_doc_lists_exactly_the_registry():
     assert [ln.split("`")[1].strip('"') for ln in rows] == list(COSTS)
     for ln, (name, entry) in zip(rows, COSTS.items()):
         assert ("`-2 <a, c>`" in ln) == entry.separable, name
+
+
+def test_cosine_is_blind_to_scale_and_one_for_a_zero_sample():
+    a = np.array([[1.0, 0.0], [0.0, 0.0], [3.0, 3.0]])
+    c = np.array([[5.0, 0.0], [0.0, 2.0], [0.0, 0.0]])
+    got = block_costs(np.concatenate([a, c]), np.array([[0, 1, 2]]), np.array([[3, 4, 5]]), cost="cosine", xp=np)[0]
+    s = 1 - 1 / np.sqrt(2)
+    np.testing.assert_allclose(got, [[0.0, 1.0, 1.0], [1.0, 1.0, 1.0], [s, s, 1.0]], atol=1e-12)

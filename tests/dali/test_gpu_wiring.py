@@ -29,6 +29,7 @@ import array_api_strict as xps
 import dali_mixup as dm
 import dali_mixup.fn as mfn
 from dali_mixup.config import PairConfig, ZetaConfig
+from dali_mixup.cost import COSTS
 from dali_mixup.dali import _device, _graph
 from dali_mixup.draws import pair_draws_from_uniforms, pair_uniform_width
 from dali_mixup.plan import plan_blocks, representatives
@@ -545,7 +546,7 @@ def _cyclic_batch(cfg, b, rng, d=12):
     return images, draws, want
 
 
-@pytest.mark.parametrize("cost", ["sqeuclidean", "euclidean"])
+@pytest.mark.parametrize("cost", list(COSTS))
 @pytest.mark.parametrize("by", ["images", "features"])
 def test_gpu_k_mixup_finds_the_unique_optimal_cyclic_matching(cost, by, destroyed, rng):
     cfg = PairConfig.k_mixup(k=3, num_classes=3, cost=cost)
