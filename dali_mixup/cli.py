@@ -27,11 +27,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               "dali-mixup beside in-loop timm/torchvision/kornia mixing (benchmarks/ of a source checkout)"),
     "calibrate": ("dali_mixup.calibrate", "main", "alpha_k keeping the k=1 perturbation xi (k-mixup Alg. 1)"),
     "toy": ("dali_mixup.toy", "main", "vicinal distributions of the three methods on the toy datasets (PNG)"),
+    "gpu-check": ("dali_mixup.gpu.check", "main",
+                  "on a GPU machine: the stack, GPU == CPU, the ready-made GPU pipelines, a short benchmark"),
 }
 
 #: the extra each subcommand needs beyond the core dependencies (``pip install 'dali-mixup[EXTRA]'``)
 EXTRAS: dict[str, str] = {"demo": "train", "train": "train", "preview": "train", "bench": "bench",
-                          "calibrate": "train", "toy": "train"}
+                          "calibrate": "train", "toy": "train", "gpu-check": "gpu-cu12"}
 
 #: optional modules -> the extra that brings them (torch is installed by hand: its build
 #: depends on the platform)
