@@ -30,6 +30,17 @@ def fail(op: str, arg: str, expected: str, got: Any) -> ValueError:
     return ValueError(f"{op}: argument '{arg}' expected {expected}, got {got!r}")
 
 
+def nonfinite_cost_data(op: str, arg: str, *, device: bool = False) -> ValueError:
+    """k-mixup's cost met NaN or Inf in ``arg``. ``device``: costs made on the GPU, which neither
+    checks nor rescales values whose squares overflow (that needs a device-to-host read per
+    batch), so the message names that cause too."""
+    if device:
+        return fail(op, arg, "finite values (the k-mixup cost needs them; on the GPU their squares "
+                    "must also fit the working dtype: scale values above ~1e18 down)",
+                    "NaN or Inf, or values too large to square")
+    return fail(op, arg, "finite values (the k-mixup cost needs them)", "NaN or Inf")
+
+
 def is_number(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from . import _fast
-from ._checks import fail
+from ._checks import nonfinite_cost_data
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def gathered_costs(a, c, *, cost: str, xp, op: str = "k_mixup", arg: str = "imag
     out = _combine(cost, t, match_only, xp)
     if check_finite and not _finite(xp, *t, out):
         if not _finite(xp, a, c):
-            raise fail(op, arg, "finite values (the k-mixup cost needs them)", "NaN or Inf")
+            raise nonfinite_cost_data(op, arg)
         # overflow of the terms: rescale each block by its largest magnitude and recompute
         scale = xp.max(xp.abs(xp.concat([a, c], axis=1)), axis=(1, 2))
         scale = xp.where(scale > 0, scale, xp.ones_like(scale))[:, None, None]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import fail
+from ._checks import nonfinite_cost_data
 from .assign import solve_blocks
 
 
@@ -146,16 +146,10 @@ def representatives(plan: BlockPlan, lam_mode: str, batch_size: int) -> np.ndarr
 
 
 def check_costs(costs: np.ndarray, op: str, arg: str, *, device: bool = False) -> None:
-    """The assignment needs finite costs; NaN or Inf in the data (or features) make them not.
-    ``device``: costs made on the GPU, which neither checks nor rescales values whose squares
-    overflow the working dtype (that needs a device-to-host read per batch), so the message
-    names that cause too."""
+    """The assignment needs finite costs; NaN or Inf in the data (or features) make them not
+    (``device``: costs made on the GPU, see :func:`dali_mixup._checks.nonfinite_cost_data`)."""
     if not np.isfinite(costs).all():
-        if device:
-            raise fail(op, arg, "finite values (the k-mixup cost needs them; on the GPU their "
-                       "squares must also fit the working dtype: scale values above ~1e18 down)",
-                       "NaN or Inf, or values too large to square")
-        raise fail(op, arg, "finite values (the k-mixup cost needs them)", "NaN or Inf")
+        raise nonfinite_cost_data(op, arg, device=device)
 
 
 # ------------------------------------------------------------------------------ pairs

@@ -5,6 +5,8 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .. import _checks, _fast
@@ -80,8 +82,17 @@ class PairHost(Op):
                 and all(s.flags.c_contiguous for s in images))
 
     def run(self, a):
-        cfg = self.cfg
-        images = a["images"]
+        """Read top to bottom: check the batch, plan it, mix it, hand out the outputs."""
+        batch = self._check(a)
+        if not batch.b:
+            return {n: [] for n in self.outputs} | {"labels": unstack(batch.y)}
+        rows, plan = self._plan(a, batch)
+        return self._mix(a, batch, rows, plan)
+
+    def _check(self, a) -> "_Batch":
+        """Every check of the CPU path, before any work: shapes, dtypes, labels, the other
+        inputs, and H, W for CutMix."""
+        cfg, images = self.cfg, a["images"]
         b = len(images)
         shapes = [tuple(x.shape) for x in images]
         _checks.check_batch_shapes(cfg.op, "images", shapes)
@@ -91,42 +102,46 @@ class PairHost(Op):
         others = {n: [tuple(x.shape) for x in a[n]] for n in self.extra + self.masks}
         for n, s in others.items():
             _checks.check_batch_sizes(cfg.op, b, n, len(s))
-        ndim = len(shapes[0]) if b else 0
-        axes = axes_for(cfg, self.layout or layout_of(a, b), ndim) if b else None
+        axes = axes_for(cfg, self.layout or layout_of(a, b), len(shapes[0])) if b else None
         check_others(cfg, others, shapes[0] if b else (), axes)
+        return _Batch(b, shapes[0] if b else (), in_name, work_dtype_of(in_name), y, axes)
+
+    def _plan(self, a, batch: "_Batch"):
+        """The blocks and draws from the uniforms; the stacking order (k-mixup: each matched
+        block a run of rows); the costs; the plan."""
+        cfg, b = self.cfg, batch.b
         v = host_uniforms(a["draws"], 8)
         blocks = plan_blocks(v[:, :2], b, cfg.k, cfg.pairing)
-        d = pair_draws_from_uniforms(cfg, v, representatives(blocks, cfg.lam_mode, b))
-        out = {n: [] for n in self.outputs}
-        if not b:
-            out["labels"] = unstack(y)
-            return out
-        wd = work_dtype_of(in_name)
-        # k-mixup: row j of the stacks is sample order[j] (pos is its inverse); others: natural
-        order = blocks.order(b) if blocks.k > 1 else None
-        pos = np.argsort(order) if order is not None else None
-        direct = self._blends_samples(images, wd, blocks, cfg.uses_cutmix)
-        z = None if direct else self._stack_in("x", images, order, wd)
-        costs = self._costs(a, blocks, z, pos, b) if blocks.k > 1 else None
-        hw = (shapes[0][axes[0]], shapes[0][axes[1]]) if axes is not None else (1, 1)
-        plan = pair_plan(cfg, d, blocks, costs, b, hw)
-        pa = PairArrays.from_plan(plan, np, wd)
-        po = pa if order is None else PairArrays(
+        draws = pair_draws_from_uniforms(cfg, v, representatives(blocks, cfg.lam_mode, b))
+        order = blocks.order(b) if blocks.k > 1 else None  # row j of the stacks is sample order[j]
+        rows = _Rows(order, np.argsort(order) if order is not None else None,
+                     None if self._blends_samples(a["images"], batch.wd, blocks, cfg.uses_cutmix)
+                     else self._stack_in("x", a["images"], order, batch.wd))
+        costs = self._costs(a, blocks, rows.stacked, rows.pos, b) if blocks.k > 1 else None
+        hw = (batch.shape[batch.axes[0]], batch.shape[batch.axes[1]]) if batch.axes is not None else (1, 1)
+        return rows, pair_plan(cfg, draws, blocks, costs, b, hw)
+
+    def _mix(self, a, batch: "_Batch", rows: "_Rows", plan) -> dict:
+        """Images, labels, ``extra`` and ``masks`` mixed with the array layer's expressions;
+        outputs are views of the rows of kept buffers, in sample order."""
+        cfg, b, axes, order, pos = self.cfg, batch.b, batch.axes, rows.order, rows.pos
+        pa = PairArrays.from_plan(plan, np, batch.wd)
+        po = pa if order is None else PairArrays(  # the plan in stacking order
             partner=pos[plan.partner[order]], lam=pa.lam[order], share=pa.share[order],
             cut=pa.cut[order], boxes=pa.boxes[order])
 
-        def samples_of(batch) -> list:
-            return unstack(batch) if pos is None else [batch[j, ...] for j in pos]
+        def samples_of(stacked) -> list:
+            return unstack(stacked) if pos is None else [stacked[j, ...] for j in pos]
 
-        buf = self._buf("out", (b,) + shapes[0], wd)
-        if direct:
-            mixed = _fast.blend_samples(images, pa.partner, pa.lam, out=buf)
+        buf = self._buf("out", (b,) + batch.shape, batch.wd)
+        if rows.stacked is None:
+            mixed = _fast.blend_samples(a["images"], pa.partner, pa.lam, out=buf)
         else:
-            mixed = mix_pairs(z, po, cutmix=cfg.uses_cutmix, axes=axes, xp=np, out=buf)
-        out["images"] = samples_of(finalize(mixed, in_name, cfg.dtype, np, cfg.op))
-        out["labels"] = unstack(blend(y, pa.partner, pa.lam, np))
+            mixed = mix_pairs(rows.stacked, po, cutmix=cfg.uses_cutmix, axes=axes, xp=np, out=buf)
+        out = {"images": samples_of(finalize(mixed, batch.in_name, cfg.dtype, np, cfg.op)),
+               "labels": unstack(blend(batch.y, pa.partner, pa.lam, np))}
         for n in self.extra:
-            out[n] = samples_of(mix_pairs(self._stack_in(n, a[n], order, wd), po,
+            out[n] = samples_of(mix_pairs(self._stack_in(n, a[n], order, batch.wd), po,
                                           cutmix=cfg.uses_cutmix, axes=axes, xp=np))
         for n in self.masks:
             ordered = a[n] if order is None else [a[n][i] for i in order]
@@ -136,6 +151,29 @@ class PairHost(Op):
             out["partner"] = unstack(plan.partner.astype(np.int32))
             out["lam"] = unstack(pa.lam)
         return out
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A checked batch: size, sample shape, input dtype name, working dtype, soft labels
+    ``[B, C]``, H and W axes (CutMix) or None."""
+
+    b: int
+    shape: tuple
+    in_name: str
+    wd: type
+    y: np.ndarray
+    axes: tuple | None
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """How the batch is stacked: ``order`` (row j is sample ``order[j]``; None: sample order),
+    its inverse ``pos``, and the stack (None when the images are blended from the sample list)."""
+
+    order: np.ndarray | None
+    pos: np.ndarray | None
+    stacked: np.ndarray | None
 
 
 class ZetaHost(Op):
