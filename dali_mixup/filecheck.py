@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +42,10 @@ def image_problem(path: str) -> str | None:
                 return "empty file"
             for magic, check in _FORMATS:
                 if head.startswith(magic):
-                    return check(f, size, head)
+                    try:
+                        return check(f, size, head)
+                    except (struct.error, IndexError, ValueError):  # a field cut short
+                        return f"truncated or corrupt {check.__name__[1:].upper()} header"
     except OSError as e:
         return f"cannot read: {e.strerror or e}"
     return f"not an image: unknown format (first bytes {head[:8].hex(' ')})"
@@ -355,3 +359,51 @@ def check_images(files, *, threads: int | None = None, cache: bool = True) -> di
         if key is not None:
             _store(folder, key, found)
     return bad
+
+
+def explain_decode_error(error: BaseException, files, *, full_decode_limit: int = 20000):
+    """A one-paragraph message naming the file(s) behind a decoder ``error`` raised while
+    reading ``files``, or None when none can be named.
+
+    The decoder's own message is searched for a path of ``files`` first; otherwise the files
+    are checked again (:func:`check_images`, without the cache) and, for up to
+    ``full_decode_limit`` files, decoded with Pillow.
+    """
+    text = str(error)
+    files = [os.fspath(f) for f in files]
+    known = set(files)
+    named = sorted(known & set(re.findall(r"[^\s'\"]+", text)))
+    if not named and len(files) <= full_decode_limit:  # paths with spaces
+        named = sorted(f for f in known if f in text)
+    reasons = {f: "named by the decoder" for f in named}
+    if not reasons:
+        reasons = check_images(files, cache=False)
+    if not reasons and len(files) <= full_decode_limit:
+        reasons = _pillow_failures(files)
+    if not reasons:
+        return None
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    first = next((ln for key in ("failed to decode", "failure", "decode") for ln in lines
+                  if key in ln.lower()), "")
+    listing = "\n".join(f"  {p}: {why}" for p, why in sorted(reasons.items()))
+    return (f"the image decoder failed ({first or type(error).__name__}) on "
+            f"{len(reasons)} file(s); leave them out (remove them, or check the images and pass "
+            f"--skip-bad-images):\n{listing}")
+
+
+def _pillow_failures(files) -> dict:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow comes with the train extra
+        return {}
+
+    def one(p):
+        try:
+            with Image.open(p) as im:
+                im.load()
+            return None
+        except Exception as e:  # Pillow raises many kinds on bad data
+            return f"Pillow cannot decode it either: {e}"
+
+    with ThreadPoolExecutor(max_workers=min(32, 4 * (os.cpu_count() or 1))) as pool:
+        return {p: why for p, why in zip(files, pool.map(one, files)) if why}

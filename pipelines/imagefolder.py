@@ -87,6 +87,38 @@ def load_imagefolders(data: str, val_fraction: float = 0.2, seed: int = 0, *,
     return layout.train, layout.val
 
 
+class NamedDecodeErrors:
+    """A ``DALIGenericIterator`` over the files of ``folder`` whose decoder errors name the
+    file: a ``RuntimeError`` raised while iterating becomes a :class:`DataError` listing the
+    files found bad (:func:`dali_mixup.filecheck.explain_decode_error`), when any can be named.
+    Everything else (``reset``, ``checkpoints``, ...) is the wrapped iterator's."""
+
+    def __init__(self, make, folder: ImageFolder):
+        """``make()`` builds the iterator (which already runs the pipeline: prefetching)."""
+        self._files = folder.files
+        self._it = self._named(make)
+
+    def _named(self, call):
+        try:
+            return call()
+        except RuntimeError as e:
+            from dali_mixup.filecheck import explain_decode_error
+
+            msg = explain_decode_error(e, self._files)
+            if msg is None:
+                raise
+            raise DataError(msg) from e
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self._named(lambda: next(self._it))
+
+    def __getattr__(self, name):
+        return getattr(self._it, name)
+
+
 def _as_folder(source) -> ImageFolder:
     return source if isinstance(source, ImageFolder) else scan_imagefolder(source)
 

@@ -193,7 +193,7 @@ class Loaders:
         if cfg.data is not None:
             from .imagefolder import imagefolder_pipeline, load_imagefolders
 
-            from .imagefolder import MEAN_RGB, STD_RGB, ImageFolder
+            from .imagefolder import MEAN_RGB, STD_RGB, ImageFolder, NamedDecodeErrors
 
             train, val = load_imagefolders(cfg.data, cfg.val_fraction, cfg.split_seed,
                                            val_split=cfg.val_split, check_images=cfg.check_images,
@@ -210,10 +210,11 @@ class Loaders:
                                               **_dali_checkpoint(dali_state, "train"))
             vp, vnames = imagefolder_pipeline(val, training=False, **img, **common,
                                               **_dali_checkpoint(dali_state, "val"))
-            self.train_it = DALIGenericIterator(tp, tnames, reader_name="Reader",
-                                                last_batch_policy=LastBatchPolicy.DROP)
-            self.val_it = DALIGenericIterator(vp, vnames, reader_name="Reader",
-                                              last_batch_policy=LastBatchPolicy.PARTIAL)
+            # decoder errors name the file (NamedDecodeErrors)
+            self.train_it = NamedDecodeErrors(lambda: DALIGenericIterator(
+                tp, tnames, reader_name="Reader", last_batch_policy=LastBatchPolicy.DROP), train)
+            self.val_it = NamedDecodeErrors(lambda: DALIGenericIterator(
+                vp, vnames, reader_name="Reader", last_batch_policy=LastBatchPolicy.PARTIAL), val)
             self.classes = list(train.classes)
             self.n_train, self.n_val = len(train), len(val)
             self.in_channels, self.image_size = (1 if cfg.gray else 3), cfg.size
