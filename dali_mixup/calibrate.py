@@ -274,9 +274,9 @@ def format_table(rows: list[Calibration], desc: str, n: int, d: int, n_pairs: in
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``dali-mixup calibrate``: print alpha_k for each k (Algorithm 1 of the k-mixup paper)."""
-    from .usage import ArgumentParser, float_range, int_range, report
+def build_parser():
+    """The command line of ``dali-mixup calibrate``."""
+    from .usage import ArgumentParser, float_range, int_range
 
     ap = ArgumentParser(prog="dali-mixup calibrate", description=main.__doc__)
     ap.add_argument("--data", default="digits",
@@ -303,6 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int_range(0), default=0, help="seed of the sampling")
     ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
     ap.add_argument("--quick", action="store_true", help="fewer trials and k <= 16 (seconds)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``dali-mixup calibrate``: print alpha_k for each k (Algorithm 1 of the k-mixup paper)."""
+    from .usage import report
+
+    ap = build_parser()
     args = ap.parse_args(argv)
     if not args.alpha > 0:
         ap.error(f"--alpha must be > 0, got {args.alpha}")

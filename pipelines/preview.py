@@ -138,8 +138,9 @@ def plot_batch(batch: dict, path: str, *, top: int = 3, cols: int | None = None,
     return finish(fig, path, tight=False, bbox_inches="tight")
 
 
-def main(argv: list[str] | None = None) -> int:
-    from dali_mixup.usage import ArgumentParser, UsageError, float_range, int_range, report
+def build_parser():
+    """The command line of ``dali-mixup preview``."""
+    from dali_mixup.usage import ArgumentParser, float_range, int_range
 
     from .train import MIN_SIZE
 
@@ -174,6 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int_range(0), default=0, help="reader and pipeline seed")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="where DALI runs")
     p.add_argument("--out", default="mixed_batch.png", help="the PNG written")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dali_mixup.usage import UsageError, report
+
+    p = build_parser()
     a = p.parse_args(argv)
     if a.crop_scale[0] > a.crop_scale[1]:
         p.error(f"argument --crop-scale: expected LO <= HI, got {a.crop_scale[0]:g} "
