@@ -8,14 +8,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import write_jpegs
+from jpeg_folders import TRAIN_ARGS, results_of, write_jpegs
 from PIL import Image
 
 from dali_mixup import filecheck
 from dali_mixup.filecheck import check_images, explain_decode_error, image_problem
 from dali_mixup.layout import DataError, open_dataset
 from dali_mixup.pipelines import train
-from test_datasets_layout import TRAIN_ARGS, results_of
 
 ABC = ("ant", "bee", "cat")
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import write_jpegs
+from jpeg_folders import write_jpegs
 
 from dali_mixup import calibrate, cli
 from dali_mixup.layout import DataError

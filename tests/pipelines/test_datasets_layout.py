@@ -1,11 +1,10 @@
 """Dataset folder layouts, read the same way by train, preview, calibrate and demo, on JPEG files."""
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
-from conftest import write_jpegs
+from jpeg_folders import TRAIN_ARGS, results_of, write_jpegs
 
 from dali_mixup import calibrate as C
 from dali_mixup import layout as L
@@ -13,19 +12,6 @@ from dali_mixup.layout import DataError, scan_layout
 from dali_mixup.pipelines import preview, train
 
 ABC = ("ant", "bee", "cat")
-TRAIN_ARGS = ["--epochs", "1", "--batch-size", "4", "--size", "8", "--width", "4",
-              "--no-progress"]
-
-
-def results_of(out):
-    """The results JSON a training run wrote somewhere under ``out`` (the one with a history)."""
-    for dp, _, fns in os.walk(out):
-        for f in sorted(fns):
-            if f.endswith(".json"):
-                d = json.load(open(os.path.join(dp, f)))
-                if isinstance(d, dict) and "history" in d:
-                    return d
-    raise AssertionError(f"no results JSON under {out}")
 
 
 def run_train(data, out, *extra):
