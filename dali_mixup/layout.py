@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from .usage import UsageError
 
 __all__ = ["IMAGE_EXTENSIONS", "VAL_SPLITS", "DataError", "ImageFolder", "DataLayout",
-           "scan_layout", "split_stratified", "open_dataset"]
+           "check_folder", "scan_layout", "split_stratified", "open_dataset"]
 
 #: file extensions taken as images (what DALI's ``fn.decoders.image`` decodes)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pnm", ".ppm",
@@ -167,7 +167,9 @@ def _survey_split(root: str, notes: list) -> dict:
     return {c: _images_below(os.path.join(root, c)) for c in classes}
 
 
-def _survey(data, val_split: str | None, arg: str) -> _Survey:
+def check_folder(data, arg: str = "--data") -> str:
+    """The absolute path of ``data``, or a :class:`DataError` when it is missing or not a folder
+    (the cheap first check, before any other work)."""
     if data is None or str(data) == "":
         raise DataError(f"{arg}: expected a dataset folder, got {data!r}")
     root = os.path.abspath(os.fspath(data))
@@ -176,6 +178,11 @@ def _survey(data, val_split: str | None, arg: str) -> _Survey:
     if not os.path.isdir(root):
         raise DataError(f"{arg} {data}: expected a folder (DIR/<class>/<image> or DIR/train + "
                         f"DIR/val), got a file")
+    return root
+
+
+def _survey(data, val_split: str | None, arg: str) -> _Survey:
+    root = check_folder(data, arg)
     subs = _subdirs(root)
     notes: list = []
     if val_split is not None:
