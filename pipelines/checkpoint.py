@@ -29,6 +29,8 @@ import base64
 import json
 import os
 
+from dali_mixup.usage import UsageError
+
 #: what the ``format`` entry of each kind of file holds
 TRAINING_FORMAT = "dali-mixup training checkpoint"
 WEIGHTS_FORMAT = "dali-mixup model weights"
@@ -44,7 +46,7 @@ _REQUIRED = {
 }
 
 
-class RunError(ValueError):
+class RunError(UsageError):
     """A run folder or checkpoint the user named cannot be used as asked (one-line message)."""
 
 

@@ -12,9 +12,15 @@ Data parallel (one process per rank, each reading a disjoint shard; gloo on CPU,
 ``DIR`` is ``DIR/train`` + ``DIR/val`` (both ``<class>/<image>``) or one ``<class>/<image>``
 folder split into train/validation (``--val-fraction``). Every epoch ends with a validation
 pass on the unmixed validation pipeline (the ranks' shards together cover every validation
-image exactly once; ``--val-every N``: every N epochs and after the last). Rank 0 writes
-``OUT/NAME.json`` (config, history, final and best accuracy, throughput) and ``OUT/NAME.png``
-(learning curves).
+image exactly once; ``--val-every N``: every N epochs and after the last). ``--data`` may
+also name WebDataset tar shards (``'shards/train-{000..099}.tar'``, a ``.tar``, a folder of
+``.tar`` files; validation shards with ``--val-data``): :mod:`dali_mixup.pipelines.webdataset`.
+
+Rank 0 writes the run folder ``OUT/NAME`` (:mod:`dali_mixup.pipelines.checkpoint`):
+``config.json``, ``last.pt`` (every epoch and on Ctrl-C), ``best.pt``, ``results.json`` (config,
+history, final and best accuracy, throughput) and ``curves.png``. An existing run folder is
+never written over without ``--overwrite``; ``--resume PATH|auto`` continues a stopped run
+bit for bit.
 
 ``--train-fraction F`` trains on a stratified random subset of the training images (the
 scarce-data setting; the subset is drawn with ``--subset-seed``, default ``--seed``).
@@ -39,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from dali_mixup.cost import COSTS
 
 from .common import MIXING_ALIASES, MIXINGS, MixConfig, mixing_arg, resolve_device, steps_per_epoch
+from .webdataset import is_webdataset
 from .evaluate import FGSM_EPS, NOISE_SIGMAS
 
 
@@ -90,6 +97,7 @@ class TrainConfig:
     # run folder OUT/NAME, checkpoints and resume (dali_mixup.pipelines.checkpoint)
     resume: str | None = None        # last.pt, its run folder, or "auto" (OUT/NAME's, if any)
     overwrite: bool = False          # replace the files of an existing run folder OUT/NAME
+    val_data: str | None = None      # validation shards when --data names WebDataset shards
 
     def __post_init__(self):
         # an earlier spelling (a saved results config, an old script) becomes the operator's name
@@ -190,7 +198,9 @@ class Loaders:
                       num_threads=cfg.dali_threads, local_rank=local_rank)
         if (cfg.data is None) == (cfg.arrays is None):
             raise ValueError("give exactly one of --data DIR or --arrays digits|FILE.npz")
-        if cfg.data is not None:
+        if cfg.data is not None and is_webdataset(cfg.data):
+            self._webdataset(cfg, world, log, mix, common, dali_state)
+        elif cfg.data is not None:
             from .imagefolder import imagefolder_pipeline, load_imagefolders
 
             from .imagefolder import MEAN_RGB, STD_RGB, ImageFolder, NamedDecodeErrors
@@ -251,6 +261,40 @@ class Loaders:
         if self.steps < 1:
             raise ValueError(f"batch size {cfg.batch_size} x {world} rank(s) is larger than the "
                              f"{self.n_train} training samples: no full batch per epoch")
+
+    def _webdataset(self, cfg: TrainConfig, world: int, log, mix: dict, common: dict,
+                    dali_state: dict | None):
+        """WebDataset tar shards (``--data SPEC``, ``--val-data SPEC``):
+        :mod:`dali_mixup.pipelines.webdataset`."""
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        from .evaluate import pixel_scale
+        from .imagefolder import MEAN_RGB, STD_RGB
+        from .webdataset import ShardError, open_webdataset, webdataset_pipeline
+
+        if cfg.train_fraction < 1.0:
+            raise ShardError(f"--train-fraction {cfg.train_fraction:g}: not available for "
+                             f"WebDataset shards (the reader reads whole archives)")
+        train, val = open_webdataset(cfg.data, cfg.val_data, check_images=cfg.check_images,
+                                     log=log)
+        _check_batch(cfg.batch_size, world, len(train), cfg.data)
+        nc = max(train.num_classes, val.num_classes)
+        img = dict(size=cfg.size, gray=cfg.gray, num_classes=nc)
+        tp, tnames = webdataset_pipeline(train, training=True, crop_scale=cfg.crop_scale,
+                                         flip=cfg.flip, **img, **mix, **common,
+                                         **_dali_checkpoint(dali_state, "train"))
+        vp, vnames = webdataset_pipeline(val, training=False, **img, **common,
+                                         **_dali_checkpoint(dali_state, "val"))
+        self.train_it = DALIGenericIterator(tp, tnames, reader_name="Reader",
+                                            last_batch_policy=LastBatchPolicy.DROP)
+        self.val_it = DALIGenericIterator(vp, vnames, reader_name="Reader",
+                                          last_batch_policy=LastBatchPolicy.PARTIAL)
+        self.classes = [str(c) for c in range(nc)]
+        self.n_train, self.n_val = len(train), len(val)
+        self.in_channels, self.image_size = (1 if cfg.gray else 3), cfg.size
+        self.steps = steps_per_epoch(len(train), cfg.batch_size, world, "drop")
+        self.pixel = pixel_scale((127.5,) if cfg.gray else MEAN_RGB,
+                                 (127.5,) if cfg.gray else STD_RGB)
 
 
 # ----------------------------------------------------------------------------- training
@@ -586,7 +630,8 @@ def build_parser(prog: str = "dali-mixup train") -> argparse.ArgumentParser:
     src = p.add_argument_group("data")
     src.add_argument("--data", metavar="DIR", help="image folder: DIR/train + a validation "
                      "split (DIR/val, valid, validation or test; or --val-split), or "
-                     "DIR/<class>/<image> split by --val-fraction")
+                     "DIR/<class>/<image> split by --val-fraction; or WebDataset shards: "
+                     "'train-{000..099}.tar', a .tar, a folder of .tar files (see --val-data)")
     src.add_argument("--val-split", metavar="NAME", default=None,
                      help="the validation folder beside DIR/train (default: the first of val, "
                      "valid, validation, test that exists)")
@@ -672,6 +717,9 @@ def build_parser(prog: str = "dali-mixup train") -> argparse.ArgumentParser:
                      "configuration is used (--data etc. may be left out)")
     out.add_argument("--overwrite", action="store_true",
                      help="replace the files of an existing run folder OUT/NAME")
+    src.add_argument("--val-data", metavar="SPEC", default=None,
+                     help="validation shards when --data names WebDataset shards (a brace "
+                     "pattern 'val-{000..009}.tar', a .tar file or a folder of .tar files)")
     out.add_argument("--no-progress", dest="progress", action="store_false",
                      help="no progress bar or per-epoch lines")
     return p
@@ -690,7 +738,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         progress=a.progress, train_fraction=a.train_fraction, subset_seed=a.subset_seed,
         val_every=a.val_every, eval_robustness=a.eval_robustness,
         noise_sigmas=tuple(a.noise_sigmas), fgsm_eps=tuple(a.fgsm_eps),
-        noise_draws=a.noise_draws, ece_bins=a.ece_bins, resume=a.resume, overwrite=a.overwrite)
+        noise_draws=a.noise_draws, ece_bins=a.ece_bins, resume=a.resume, overwrite=a.overwrite,
+        val_data=a.val_data)
 
 
 def main(argv: list[str] | None = None) -> int:
