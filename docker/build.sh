@@ -105,6 +105,7 @@ case "$RUNNER" in
   buildah) c=$(buildah from "$tag")
            trap 'buildah rm "$c" >/dev/null' EXIT
            certs=(); [ ! -d /etc/ssl/certs ] || certs=(-v /etc/ssl/certs:/etc/ssl/certs:ro)
-           buildah run --isolation chroot --network host "${certs[@]}" "$c" -- "$@" ;;
+           # a hostname /etc/hosts resolves (torchrun's rendezvous looks it up)
+           buildah run --isolation chroot --network host --hostname localhost "${certs[@]}" "$c" -- "$@" ;;
   *) die "RUNNER must be docker, podman or buildah, got '$RUNNER'" ;;
 esac
