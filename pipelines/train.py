@@ -761,6 +761,13 @@ def main(argv: list[str] | None = None) -> int:
     from .checkpoint import RunError
     from .common import DeviceError
     from .runstate import TrainingStopped
+    if a.data is not None and not is_webdataset(a.data):
+        from dali_mixup.layout import check_folder
+
+        try:  # a mistyped folder is named before a run folder is made
+            check_folder(a.data)
+        except UsageError as e:
+            return report(p.prog, e, a.debug)
     try:
         res = run(config_from_args(a))
     except (UsageError, DeviceError, RunError) as e:

@@ -3,6 +3,7 @@ status 2, no traceback (a traceback with --debug); --help shows every default.""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -64,6 +65,7 @@ def test_missing_path_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys
     missing = str(tmp_path / "no" / "such")
     line = one_line_exit_2(capsys, train.main, ["--data", missing, "--out", str(tmp_path)])
     assert line == f"dali-mixup train: error: --data {missing}: no such folder"
+    assert os.listdir(tmp_path) == []  # no run folder was made for it
     with pytest.raises(DataError, match="no such folder"):
         train.main(["--data", missing, "--out", str(tmp_path / "debug"), "--debug"])
 
