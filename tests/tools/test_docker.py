@@ -194,8 +194,8 @@ def test_cpu_image_installs_what_ci_installs():
 
 def test_gpu_image_one_cuda_major_per_build():
     """CUDA_MAJOR (12 by default, 12 or 13) picks the base stage, torch's index and the
-    gpu-cuXX extra; with 12 the image brings what the README's ".[gpu,train]" brings, with 13
-    the same with DALI and CuPy for CUDA 13, and never two DALI builds."""
+    gpu-cuXX extra; the image brings the distributions of the README's GPU install for that
+    CUDA major, with one DALI and one CuPy, both for that major."""
     glob, stage_list = stages(GPU)
     g = arg_defaults(glob)
     assert g["CUDA_MAJOR"] == "12"
@@ -208,16 +208,13 @@ def test_gpu_image_one_cuda_major_per_build():
     assert "download.pytorch.org/whl/$(" in run and "echo cu128 || echo cu130" in run
     groups = re.findall(r'-e "\.\[([\w,${}-]+)\]"', run)
     assert groups == ["gpu-cu${CUDA_MAJOR},train-tools"]
-    readme = extra_names("gpu,train")
-    assert 'pip install -e ".[gpu,train]"' in README
+    readme = {major: group for group, major in re.findall(r'"\.\[(gpu-cu(\d+),[\w-]+)\]"', README)}
+    assert set(readme) == {"12", "13"}, "the README's GPU installs changed"
     for major in ("12", "13"):
         got = extra_names(groups[0].replace("${CUDA_MAJOR}", major))
-        dali = {n for n in got if n.startswith("nvidia-dali")}
-        assert dali == {f"nvidia-dali-cuda{major}0"}
-        assert f"cupy-cuda{major}x" in got and not any(n.startswith("cupy-") and n != f"cupy-cuda{major}x"
-                                                       for n in got)
-        expected = {n.replace("cuda120", f"cuda{major}0").replace("cuda12x", f"cuda{major}x") for n in readme}
-        assert got == expected
+        assert {n for n in got if n.startswith("nvidia-dali")} == {f"nvidia-dali-cuda{major}0"}
+        assert {n for n in got if n.startswith("cupy")} == {f"cupy-cuda{major}x"}
+        assert got == extra_names(readme[major])
     assert run.index("torch==") < run.index("gpu-cu${CUDA_MAJOR}")
     assert "torch.version.cuda" in run and "$CUDA_MAJOR" in run  # a torch of another CUDA fails the build
 
@@ -326,7 +323,8 @@ def test_docker_docs_cover_both_images_with_and_without_a_registry():
     assert "buildah run" in doc and "debootstrap" in doc
     assert re.search(r"-v /path/to/\S+:/data:ro", doc) and "--data /data" in doc
     assert "torchrun --standalone --nproc_per_node=" in doc and "-m dali_mixup.pipelines.train" in doc
-    assert 'pip install -e ".[gpu,train]"' in doc and "dali-mixup demo --device gpu" in doc
+    assert '".[gpu-cu12,train-tools]"' in doc and '".[gpu-cu13,train-tools]"' in doc
+    assert "dali-mixup demo --device gpu" in doc
     assert "2026-12-04" in doc  # the measured builds and runs are dated
     cli_doc = section("cli")
     for name in ("demo", "train", "preview", "bench", "calibrate", "toy"):
