@@ -205,3 +205,76 @@ def test_resume_keeps_the_runs_configuration(jpegs, tmp_path):
         train.run(small(jpegs, tmp_path, name="cfg", resume="auto", overwrite=True))
     with pytest.raises(RunError, match="no checkpoint"):
         train.run(small(jpegs, tmp_path, resume=str(tmp_path / "nothing")))
+
+
+def test_resume_from_webdataset_shards_equals_straight(tmp_path, monkeypatch):
+    """The WebDataset reader (archive reshuffle, shuffle buffer) restores from its checkpoint:
+    stopped during epoch 2's validation and resumed = 3 epochs straight."""
+    import io
+    import tarfile
+
+    rng = np.random.default_rng(2)
+    for split, n in (("train", 3), ("val", 1)):
+        os.makedirs(tmp_path / "wds" / split)
+        with tarfile.open(tmp_path / "wds" / split / "s-000.tar", "w") as t:
+            for j in range(8 * n):
+                buf = io.BytesIO()
+                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(buf, "JPEG")
+                for name, data in ((f"{j:03d}.jpg", buf.getvalue()), (f"{j:03d}.cls", str(j % 3).encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    t.addfile(info, io.BytesIO(data))
+    data = str(tmp_path / "wds")
+    straight = train.run(small(data, tmp_path / "a", mixing="mixup"))
+    interrupt_on(monkeypatch, train, "evaluate", 2)
+    with pytest.raises(KeyboardInterrupt):
+        train.run(small(data, tmp_path / "b", mixing="mixup"))
+    monkeypatch.undo()
+    resumed = train.run(small(data, tmp_path / "b", mixing="mixup", resume="auto"))
+    assert_same_state(weights(straight["checkpoint_path"]), weights(resumed["checkpoint_path"]))
+
+
+WORKER = """
+import os, signal, sys
+from dali_mixup.pipelines import train
+stop = int(os.environ.get("STOP_AT_EVAL", "0"))
+if stop:  # Ctrl-C on every rank during the stop-th validation
+    real, calls = train.evaluate, [0]
+    def evaluate(*args, **kw):
+        out = real(*args, **kw)
+        calls[0] += 1
+        if calls[0] == stop:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+    train.evaluate = evaluate
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def test_torchrun_two_ranks_stop_and_resume_equals_straight(jpegs, tmp_path):
+    """2 ranks (gloo): a run stopped after epoch 2 and resumed under torchrun ends with the
+    weights of an uninterrupted 3-epoch run (every rank's DALI state saved and restored)."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    (tmp_path / "worker.py").write_text(WORKER)
+
+    def torchrun(out, *extra, stop=0):
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=root, STOP_AT_EVAL=str(stop))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(tmp_path / "worker.py"), "--data", jpegs, "--size", "8", "--mixing", "mixup",
+               "--batch-size", "4", "--width", "4", "--epochs", "3", "--torch-threads", "1",
+               "--out", str(out), "--name", "ddp", "--no-progress", *extra]
+        return subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                               timeout=300)
+
+    r = torchrun(tmp_path / "a")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = torchrun(tmp_path / "b", stop=2)
+    assert r.returncode != 0 and "--resume" in r.stderr, r.stderr[-3000:]
+    mid = weights(tmp_path / "b" / "ddp" / "last.pt")
+    assert (mid["epoch"], mid["step_in_epoch"], mid["world_size"], len(mid["dali"])) == (2, 0, 2, 2)
+    r = torchrun(tmp_path / "b", "--resume", "auto")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert_same_state(weights(tmp_path / "a" / "ddp" / "last.pt"), weights(tmp_path / "b" / "ddp" / "last.pt"))
