@@ -161,11 +161,12 @@ def prepare_run_folder(folder: str, *, overwrite: bool = False) -> str:
     """Create the run folder of a new run.
 
     An existing folder holding a run's files is an error unless ``overwrite`` (then those
-    files, and only those, are removed).
+    files, and only those, are removed). A folder with only ``config.json`` holds a run that
+    stopped before its first epoch (e.g. on a data error): it is reused.
     """
     folder = os.path.abspath(folder)
     present = [f for f in RUN_FILES if os.path.exists(os.path.join(folder, f))]
-    if present and not overwrite:
+    if present not in ([], ["config.json"]) and not overwrite:
         raise RunFolderExists(
             f"run folder {folder!r} already holds a run ({', '.join(present)}); pass --overwrite "
             f"to replace it, --resume {folder} to continue it, or another --name / --out")

@@ -150,6 +150,17 @@ def test_an_existing_run_is_never_overwritten_without_overwrite(jpegs, tmp_path,
     assert again["run_dir"] == folder
 
 
+def test_a_run_stopped_before_its_first_epoch_does_not_block_the_next(jpegs, tmp_path):
+    """A data error after the run folder was made (batch larger than the data) leaves only
+    config.json; the corrected command then runs in that folder without --overwrite."""
+    with pytest.raises(ValueError, match="--batch-size 64"):
+        train.run(small(jpegs, tmp_path, epochs=1, name="retry", batch_size=64))
+    assert os.listdir(tmp_path / "retry") == ["config.json"]
+    res = train.run(small(jpegs, tmp_path, epochs=1, name="retry"))
+    assert json.load(open(tmp_path / "retry" / "config.json"))["batch_size"] == 4
+    assert res["run_dir"] == str(tmp_path / "retry")
+
+
 def test_best_weights_load_for_evaluation(jpegs, tmp_path):
     """``best.pt`` is the epoch with the best validation accuracy; ``load_trained`` rebuilds the
     model, and its accuracy on the validation pipeline is that epoch's."""
