@@ -28,7 +28,8 @@ def mixed_batch(source, *, mixing: str = "k_mixup", batch_size: int = 16, size: 
     ``mean``, ``std`` (for display)."""
     from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-    from .imagefolder import MEAN_RGB, STD_RGB, imagefolder_pipeline, load_imagefolders
+    from .imagefolder import (MEAN_RGB, STD_RGB, NamedDecodeErrors, imagefolder_pipeline,
+                              load_imagefolders)
 
     mixing = canonical_mixing(mixing)
     folder = source
@@ -38,14 +39,14 @@ def mixed_batch(source, *, mixing: str = "k_mixup", batch_size: int = 16, size: 
                                        mixing=mixing, k=k, alpha=alpha, gamma=gamma, T=T,
                                        reader_seed=seed, seed=seed, crop_scale=crop_scale,
                                        flip=flip, device=device, return_info=True)
-    it = DALIGenericIterator(pipe, names, reader_name="Reader",
-                             last_batch_policy=LastBatchPolicy.PARTIAL)
+    it = NamedDecodeErrors(lambda: DALIGenericIterator(  # decoder errors name the file
+        pipe, names, reader_name="Reader", last_batch_policy=LastBatchPolicy.PARTIAL), folder)
     batch = next(iter(it))[0]
     out = {name: batch[name].cpu().numpy() for name in names}
     out.update(classes=list(folder.classes), mixing=mixing,
                mean=np.array((127.5,) if gray else MEAN_RGB, np.float32),
                std=np.array((127.5,) if gray else STD_RGB, np.float32))
-    del it, pipe
+    del it
     return out
 
 

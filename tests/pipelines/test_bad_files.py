@@ -224,3 +224,22 @@ def test_bad_file_left_out_can_empty_a_class(tmp_path):
         open_dataset(root, log=None, warn=None)
     lay = open_dataset(root, skip_bad_images=True, log=None, warn=None)
     assert lay.classes == ("ant", "bee") and len(lay.left_out) == 3
+
+
+def test_preview_decoder_error_names_the_file(tmp_path, capsys):
+    from dali_mixup.pipelines import preview
+
+    jpg = SOUND["baseline.jpg"]()
+    root = write_jpegs(tmp_path / "d", ABC, 2)
+    for c in ABC:
+        for f in os.listdir(os.path.join(root, c)):
+            with open(os.path.join(root, c, f), "wb") as fh:
+                fh.write(jpg[:len(jpg) // 2])
+    rc = preview.main([root, "--no-check-images", "--size", "8", "--batch-size", "6",
+                       "--out", str(tmp_path / "p.png")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "dali-mixup preview: error: the image decoder failed" in err
+    # cut in the header: the decoder names no file, the re-check finds them
+    named = [ln for ln in err.splitlines() if ln.startswith(f"  {root}/")]
+    assert named and all(".jpg: truncated JPEG: header segment" in ln for ln in named), err
