@@ -1,6 +1,7 @@
 """Dataset folder layouts, read the same way by train, preview, calibrate and demo, on JPEG files."""
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -160,3 +161,21 @@ def test_stratified_split_is_deterministic_and_disjoint(tmp_path):
     assert set(a.train.files).isdisjoint(a.val.files)
     assert a.val.counts() == [2, 2, 2] and len(a.train) + len(a.val) == 30
     assert scan_layout(tmp_path, seed=4).val.files != a.val.files
+
+
+def test_demo_reads_train_plus_valid(tmp_path, capsys):
+    from dali_mixup.pipelines import demo
+
+    write_jpegs(tmp_path / "d" / "train", ABC, 8)
+    write_jpegs(tmp_path / "d" / "valid", ABC, 2, seed=1)
+    rc = demo.main(["--data", str(tmp_path / "d"), "--methods", "ERM", "--fractions", "1",
+                    "--epochs", "1", "--seeds", "1", "--batch-size", "4", "--size", "8",
+                    "--width", "4", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert rc == 0
+    with open(tmp_path / "out" / "summary.json") as f:
+        summary = json.load(f)
+    assert (summary["num_train"], summary["num_val"]) == (24, 6)
+    results = results_of(tmp_path / "out")
+    assert results["classes"] == list(ABC)
+    out = capsys.readouterr().out
+    assert out.count("data: train 24 images in 3 classes, val 6 images in 3 classes") == 1
