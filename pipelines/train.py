@@ -762,10 +762,10 @@ def main(argv: list[str] | None = None) -> int:
     from .common import DeviceError
     from .runstate import TrainingStopped
     if a.data is not None and not is_webdataset(a.data):
-        from dali_mixup.layout import check_folder
+        from dali_mixup.layout import scan_layout
 
-        try:  # a mistyped folder is named before a run folder is made
-            check_folder(a.data)
+        try:  # a mistyped or unusable folder is named before a run folder is made (no file read)
+            scan_layout(a.data, val_split=a.val_split, val_fraction=a.val_fraction)
         except UsageError as e:
             return report(p.prog, e, a.debug)
     try:

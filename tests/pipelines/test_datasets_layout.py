@@ -102,6 +102,7 @@ def test_class_only_in_the_validation_split_is_an_error_naming_it(tmp_path, caps
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert f"{tmp_path / 'val' / 'cat'} (2 images; {tmp_path / 'train' / 'cat'} missing)" in err
+    assert not os.path.exists(tmp_path / "out")  # named before any run folder is made
 
 
 def test_class_missing_from_the_validation_split_is_a_warning(tmp_path):
