@@ -9,8 +9,11 @@ Data parallel (one process per rank, each reading a disjoint shard; gloo on CPU,
 
     torchrun --standalone --nproc_per_node=2 -m dali_mixup.pipelines.train --data DIR --mixing k_mixup
 
-``DIR`` is ``DIR/train`` + ``DIR/val`` (both ``<class>/<image>``) or one ``<class>/<image>``
-folder split into train/validation (``--val-fraction``). Every epoch ends with a validation
+``DIR`` is ``DIR/train`` + a validation split (``DIR/val``, ``valid``, ``validation`` or
+``test``, or ``--val-split NAME``; all ``<class>/<image>``) or one ``<class>/<image>`` folder
+split into train/validation (``--val-fraction``), read and checked by
+:func:`dali_mixup.layout.open_dataset` (one summary line; every image file checked before DALI
+reads it, ``--skip-bad-images`` / ``--no-check-images``). Every epoch ends with a validation
 pass on the unmixed validation pipeline (the ranks' shards together cover every validation
 image exactly once; ``--val-every N``: every N epochs and after the last). ``--data`` may
 also name WebDataset tar shards (``'shards/train-{000..099}.tar'``, a ``.tar``, a folder of
@@ -51,7 +54,7 @@ from .evaluate import FGSM_EPS, NOISE_SIGMAS
 
 @dataclass
 class TrainConfig:
-    data: str | None = None          # image folder (DIR/train + DIR/val, or one split folder)
+    data: str | None = None          # image folder (DIR/train + DIR/val, or one folder split)
     val_split: str | None = None     # name of DIR's validation split (default: val, valid, ...)
     check_images: bool = True        # check every image file before training (cached)
     skip_bad_images: bool = False    # leave out files that fail the check instead of stopping
