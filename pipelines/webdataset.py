@@ -111,13 +111,18 @@ def _tars_in(folder: str) -> list[str]:
 
 def is_webdataset(spec) -> bool:
     """Whether ``spec`` names WebDataset shards: a brace pattern or path ending in ``.tar``, a
-    folder holding ``.tar`` files, or a folder whose ``train/`` holds them."""
+    folder holding ``.tar`` files and no subfolders, or a folder whose ``train/`` holds ``.tar``
+    files (an image folder with a stray archive beside its class folders stays an image folder)."""
     if spec is None:
         return False
     spec = os.fspath(spec)
     if spec.endswith(".tar") or ("{" in spec and ".tar" in spec):
         return True
-    return os.path.isdir(spec) and bool(_tars_in(spec) or _tars_in(os.path.join(spec, "train")))
+    if not os.path.isdir(spec):
+        return False
+    if _tars_in(os.path.join(spec, "train")):
+        return True
+    return bool(_tars_in(spec)) and not any(e.is_dir() for e in os.scandir(spec))
 
 
 def resolve_shards(spec: str, arg: str = "--data") -> list[str]:

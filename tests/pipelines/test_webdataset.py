@@ -62,6 +62,9 @@ def test_brace_patterns_folders_and_class_ids(shards, tmp_path):
     assert resolve_shards(pattern) == resolve_shards(str(shards / "train"))
     assert is_webdataset(pattern) and is_webdataset(str(shards)) and is_webdataset(str(shards / "train"))
     assert not is_webdataset(str(tmp_path))
+    os.makedirs(tmp_path / "imgs" / "cat")  # an image folder with an archive beside its classes
+    (tmp_path / "imgs" / "backup.tar").write_bytes(b"")
+    assert not is_webdataset(str(tmp_path / "imgs"))
     train_s, val_s = open_webdataset(str(shards))  # train/ + val/ subfolders
     assert len(train_s) == 24 and train_s.counts == (6, 6, 6, 6) and len(val_s) == 6
     assert list(train_s.labels) == [i % 3 for i in range(24)]
