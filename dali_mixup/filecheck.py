@@ -203,6 +203,33 @@ def _tiff(f, size: int, head: bytes) -> str | None:
     (n,) = struct.unpack(endian + "H", f.read(2))
     if n == 0 or ifd + 2 + 12 * n > size:
         return "truncated TIFF: the first image directory runs past the end of the file"
+    entries = {}
+    for i in range(n):
+        tag, typ, count, value = struct.unpack(endian + "HHI4s", f.read(12))
+        entries[tag] = (typ, count, value)
+
+    def values(tag):
+        """The SHORT / LONG values of one directory entry (inline or at their offset)."""
+        if tag not in entries:
+            return []
+        typ, count, raw = entries[tag]
+        code, width = {3: ("H", 2), 4: ("I", 4)}.get(typ, (None, 0))
+        if code is None:
+            raise ValueError(f"TIFF tag {tag} of type {typ}")
+        if count * width <= 4:
+            return list(struct.unpack(endian + code * count, raw[:count * width]))
+        (at,) = struct.unpack(endian + "I", raw)
+        if at + count * width > size:
+            raise ValueError("TIFF values past the end")
+        f.seek(at)
+        return list(struct.unpack(endian + code * count, f.read(count * width)))
+
+    # strips (273 offsets, 279 byte counts) or tiles (324, 325): the image data lies in the file
+    for offs, counts in ((273, 279), (324, 325)):
+        o, c = values(offs), values(counts)
+        if o and len(o) == len(c) and max(a + b for a, b in zip(o, c)) > size:
+            return (f"truncated TIFF: image data up to byte {max(a + b for a, b in zip(o, c))}, "
+                    f"the file has {size}")
     return None
 
 

@@ -38,6 +38,19 @@ def _exif() -> Image.Exif:
     return exif
 
 
+def _big_endian_tiff() -> bytes:
+    """A Motorola-order (MM) TIFF: 8-bit gray, one strip, written by hand."""
+    w, h = 6, 4
+    pixels = bytes(range(w * h))
+    entries = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
+               (273, 4, 1, 8 + 2 + 12 * 9 + 4), (277, 3, 1, 1), (278, 3, 1, h), (279, 4, 1, w * h)]
+    out = b"MM\x00*" + (8).to_bytes(4, "big") + len(entries).to_bytes(2, "big")
+    for tag, typ, count, value in entries:
+        v = value.to_bytes(2, "big") + b"\x00\x00" if typ == 3 else value.to_bytes(4, "big")
+        out += tag.to_bytes(2, "big") + typ.to_bytes(2, "big") + count.to_bytes(4, "big") + v
+    return out + bytes(4) + pixels
+
+
 SOUND = {
     "baseline.jpg": lambda: encoded("JPEG", quality=90),
     "progressive.jpg": lambda: encoded("JPEG", progressive=True),
@@ -50,6 +63,8 @@ SOUND = {
     "interlaced.png": lambda: encoded("PNG", optimize=False, interlace=1),
     "a.bmp": lambda: encoded("BMP"),
     "a.tif": lambda: encoded("TIFF"),
+    "lzw.tif": lambda: encoded("TIFF", compression="tiff_lzw"),
+    "big_endian.tif": lambda: _big_endian_tiff(),
     "lossy.webp": lambda: encoded("WEBP"),
     "lossless.webp": lambda: encoded("WEBP", lossless=True),
     "a.ppm": lambda: encoded("PPM"),
@@ -79,7 +94,7 @@ def test_random_bytes_are_rejected(tmp_path, seed):
 
 
 @pytest.mark.parametrize("name", ["baseline.jpg", "progressive.jpg", "rgb.png", "palette.png",
-                                  "a.bmp", "lossy.webp", "a.ppm"])
+                                  "a.bmp", "a.tif", "big_endian.tif", "lossy.webp", "a.ppm"])
 def test_every_truncation_is_caught(tmp_path, name):
     """Each proper prefix of a sound file (0 to n - 1 bytes) is reported."""
     data = SOUND[name]()
