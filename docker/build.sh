@@ -75,6 +75,7 @@ if [ "$local_base" = 1 ]; then
     command -v debootstrap >/dev/null || die "--local-base needs debootstrap (apt-get install debootstrap)"
     root=$(mktemp -d)
     debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$root"
+    rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin   # apt's lists: 49 MB
     tar -C "$root" -c . | "$ENGINE" import - "$base"
     rm -rf "$root"
   fi
