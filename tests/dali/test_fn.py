@@ -171,7 +171,7 @@ def test_file_reader_pipeline(tmp_path, rng):
 
 
 def test_k_mixup_on_features_is_optimal_in_a_pipeline(rng):
-    """The matching in the pipeline is optimal on `features` (here a 4x4 average of the image)."""
+    """The matching in the pipeline is optimal on `features` (here the image resized to 2x2)."""
     from scipy.optimize import linear_sum_assignment
     from scipy.spatial.distance import cdist
 
