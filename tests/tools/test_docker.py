@@ -215,8 +215,9 @@ def test_gpu_image_one_cuda_major_per_build():
         assert {n for n in got if n.startswith("nvidia-dali")} == {f"nvidia-dali-cuda{major}0"}
         assert {n for n in got if n.startswith("cupy")} == {f"cupy-cuda{major}x"}
         assert got == extra_names(readme[major])
-    assert run.index("torch==") < run.index("gpu-cu${CUDA_MAJOR}")
-    assert "torch.version.cuda" in run and "$CUDA_MAJOR" in run  # a torch of another CUDA fails the build
+    # a torch of another CUDA stops the build after torch's install, before DALI and CuPy
+    assert run.index("torch==") < run.index("torch.version.cuda") < run.index("gpu-cu${CUDA_MAJOR}")
+    assert "== '$CUDA_MAJOR'" in run
 
 
 @DOCKERFILES
