@@ -59,6 +59,9 @@ def finalize(out, in_name: str, dtype: str | None, xp, op: str):
         if in_name != "uint8":
             raise fail(op, "dtype", "'uint8' only for uint8 images", f"'uint8' for {in_name} images")
         return xp.astype(xp.clip(xp.round(out), 0, 255), xp.uint8)
+    if not hasattr(xp, dtype):  # float16 is not in the array API standard (array_api_strict)
+        raise fail(op, "dtype", f"an output dtype this array library has ({xp.__name__} has no {dtype})",
+                   dtype)
     return xp.astype(out, getattr(xp, dtype))
 
 

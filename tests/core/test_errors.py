@@ -313,3 +313,14 @@ def test_seed_errors_name_the_operator():
 
     with pytest.raises(ValueError, match=r"zeta_mixup: argument 'seed' expected an integer >= 0, got -1"):
         pipe()
+
+
+def test_an_output_dtype_the_array_library_lacks_is_named():
+    import array_api_strict as xps
+
+    import dali_mixup as dm
+
+    x = xps.asarray(np.zeros((4, 3, 2, 2), np.float32))
+    with pytest.raises(ValueError, match=r"mixup: argument 'dtype' expected an output dtype this array library "
+                                         r"has \(array_api_strict has no float16\), got 'float16'"):
+        dm.mixup(x, xps.asarray(np.arange(4) % 2), num_classes=2, dtype="float16")
