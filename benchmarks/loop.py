@@ -54,7 +54,7 @@ def identity(images, labels, draws):
 
 def _draws_width() -> int:
     try:  # the width fn.mixup's random operator draws
-        from dali_mixup.config import PairConfig
+        from dali_mixup.core.config import PairConfig
         from dali_mixup.dali._graph import pair_uniform_width
 
         return int(pair_uniform_width(PairConfig.mixup(num_classes=NUM_CLASSES)))

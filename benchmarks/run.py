@@ -314,7 +314,7 @@ ZETA_SMALL_T = (4, 8)
 
 def suite_zeta(be: Backend, timer: Timer, floor: dict, ds, bs) -> list:
     import dali_mixup as dm
-    from dali_mixup.plan import choose_zeta_method as choose_method
+    from dali_mixup.core.plan import choose_zeta_method as choose_method
 
     xp = be.xp
     rows = []
@@ -353,11 +353,11 @@ def suite_zeta(be: Backend, timer: Timer, floor: dict, ds, bs) -> list:
 def suite_breakdown(be: Backend, timer: Timer, floor: dict, ds, solver_ks, b: int) -> dict:
     from scipy.optimize import linear_sum_assignment
 
-    from dali_mixup.apply import blend
-    from dali_mixup.config import PairConfig
-    from dali_mixup.cost import block_costs
-    from dali_mixup.draws import draw_pairs
-    from dali_mixup.plan import pair_plan, plan_blocks
+    from dali_mixup.core.apply import blend
+    from dali_mixup.core.config import PairConfig
+    from dali_mixup.core.cost import block_costs
+    from dali_mixup.core.draws import draw_pairs
+    from dali_mixup.core.plan import pair_plan, plan_blocks
 
     rng = np.random.default_rng(7)
     solver = []

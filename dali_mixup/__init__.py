@@ -11,15 +11,15 @@ DALI layer (inside ``@pipeline_def``)::
     import dali_mixup.fn as mfn
     images, labels = mfn.k_mixup(images, labels, k=16, num_classes=10)
 """
-from .config import PairConfig, ZetaConfig
-from .draws import KMixupDraws, MixDraws, ZetaDraws
+from .core.config import PairConfig, ZetaConfig
+from .core.draws import KMixupDraws, MixDraws, ZetaDraws
 from .kmixup import MixupResult, k_mixup, mixup
 from .cut import cutmix
 from .switch import MixResult, mix
-from .pairs import PairResult
-from .plan import zeta_weights
+from .core.pairs import PairResult
+from .core.plan import zeta_weights
 from .zeta import ZetaResult, zeta_mixup
-from ._checks import GAMMA_MIN
+from .core._checks import GAMMA_MIN
 
 __all__ = ["k_mixup", "mixup", "zeta_mixup", "cutmix", "mix", "zeta_weights", "PairResult",
            "MixupResult", "ZetaResult", "MixResult", "KMixupDraws", "ZetaDraws", "MixDraws",

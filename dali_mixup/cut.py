@@ -8,8 +8,8 @@ k-mixup's optimal-transport assignment (k > 1). Every output is::
 
     x~ = x * (1 - M) + x_partner * M          y~ = lam * y + (1 - lam) * y_partner
 
-with ``M`` the box indicator. The boxes are drawn in :mod:`~dali_mixup.plan` (``boxes``);
-:func:`dali_mixup.pairs.mix_batch` runs the steps. Switching between mixup and CutMix per
+with ``M`` the box indicator. The boxes are drawn in :mod:`~dali_mixup.core.plan` (``boxes``);
+:func:`dali_mixup.core.pairs.mix_batch` runs the steps. Switching between mixup and CutMix per
 lam group is :func:`dali_mixup.mix` (:mod:`dali_mixup.switch`).
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import PairConfig
-from .draws import MixDraws
-from .pairs import PairResult, mix_batch
+from .core.config import PairConfig
+from .core.draws import MixDraws
+from .core.pairs import PairResult, mix_batch
 
 OP = "cutmix"
 

@@ -7,9 +7,9 @@ k x k cost matrix and the matched pairs are blended with lam ~ Beta(alpha, alpha
     x~_i = lam_i * x_i + (1 - lam_i) * x_partner(i)        y~ likewise
 
 k = 1 is standard mixup (Zhang et al. 2018). The steps live in their own modules:
-:mod:`~dali_mixup.draws` (randomness), :mod:`~dali_mixup.plan` (blocks, assignment, lambdas),
-:mod:`~dali_mixup.cost` (block cost matrices), :mod:`~dali_mixup.apply` (the blend);
-:func:`dali_mixup.pairs.mix_batch` chains them.
+:mod:`~dali_mixup.core.draws` (randomness), :mod:`~dali_mixup.core.plan` (blocks, assignment, lambdas),
+:mod:`~dali_mixup.core.cost` (block cost matrices), :mod:`~dali_mixup.core.apply` (the blend);
+:func:`dali_mixup.core.pairs.mix_batch` chains them.
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from typing import Sequence
 
 import numpy as np
 
-from .apply import blend  # noqa: F401  (the blend, also reachable here)
-from .config import PairConfig
-from .draws import KMixupDraws, beta_quantile, draw_pairs as draw  # noqa: F401
-from .pairs import PairResult, mix_batch
-from .plan import BlockPlan, assemble, plan_blocks, representatives  # noqa: F401
+from .core.apply import blend  # noqa: F401  (the blend, also reachable here)
+from .core.config import PairConfig
+from .core.draws import KMixupDraws, beta_quantile, draw_pairs as draw  # noqa: F401
+from .core.pairs import PairResult, mix_batch
+from .core.plan import BlockPlan, assemble, plan_blocks, representatives  # noqa: F401
 
 OP = "k_mixup"
 
@@ -42,7 +42,7 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
         k: block size; clamped to what the batch allows (see ``.k`` of the result).
         alpha: lam ~ Beta(alpha, alpha).
         num_classes: number of classes for integer labels.
-        cost: a name of :data:`dali_mixup.cost.COSTS`: ``"sqeuclidean"`` (the paper's W2, the
+        cost: a name of :data:`dali_mixup.core.cost.COSTS`: ``"sqeuclidean"`` (the paper's W2, the
             default), ``"euclidean"`` (the reference code), ...
         pairing: ``"disjoint"`` (two random halves, everyone mixed) or ``"permutation"``
             (the reference code: blocks meet a random permutation of the batch).

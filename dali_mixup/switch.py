@@ -16,9 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import PairConfig
-from .draws import MixDraws
-from .pairs import PairResult, mix_batch
+from .core.config import PairConfig
+from .core.draws import MixDraws
+from .core.pairs import PairResult, mix_batch
 
 OP = "mix"
 

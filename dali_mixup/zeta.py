@@ -13,9 +13,9 @@ column t is simply ``(t + 1)^-gamma / C``: one weight vector serves the whole ba
 Theorem 1: for gamma >= 1.72865, w_1 > sum_{t>1} w_t (one sample dominates).
 Theorem 2: T = 2 and gamma = log2(lam / (1 - lam)) give mixup with weight lam.
 
-Mixing (:func:`dali_mixup.apply.zeta_mix`): a gather-and-accumulate over the T columns when
+Mixing (:func:`dali_mixup.core.apply.zeta_mix`): a gather-and-accumulate over the T columns when
 T is small, or one ``[B, B] @ [B, D]`` matrix product when T is large. The draws live in
-:mod:`~dali_mixup.draws`, the plan (index and weights) in :mod:`~dali_mixup.plan`.
+:mod:`~dali_mixup.core.draws`, the plan (index and weights) in :mod:`~dali_mixup.core.plan`.
 """
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._backend import numpy_view, torch_fields, torch_on_host
-from .apply import zeta_mix
-from .config import ZetaConfig
-from .draws import ZetaDraws, draw_zeta as draw  # noqa: F401
-from .images import as_batch, check_extra, finalize, work_dtype
-from .labels import soft_labels
-from .plan import (choose_zeta_method, mixing_matrix, resolve_T, zeta_partners as partners,  # noqa: F401
+from .core._backend import numpy_view, torch_fields, torch_on_host
+from .core.apply import zeta_mix
+from .core.config import ZetaConfig
+from .core.draws import ZetaDraws, draw_zeta as draw  # noqa: F401
+from .core.images import as_batch, check_extra, finalize, work_dtype
+from .core.labels import soft_labels
+from .core.plan import (choose_zeta_method, mixing_matrix, resolve_T, zeta_partners as partners,  # noqa: F401
                    zeta_plan, zeta_weights)
 
 OP = "zeta_mixup"
@@ -76,7 +76,7 @@ def zeta_mixup(images, labels, *, gamma: float | tuple[float, float] = 2.8, T: i
         num_classes: number of classes for integer labels.
         label_smoothing: applied to one-hot labels built from class ids, before mixing.
         dtype: output image dtype, as for :func:`dali_mixup.k_mixup`.
-        method: ``"gather"`` or ``"matmul"``; None picks by T and B (:func:`dali_mixup.plan.choose_zeta_method`).
+        method: ``"gather"`` or ``"matmul"``; None picks by T and B (:func:`dali_mixup.core.plan.choose_zeta_method`).
         prob: probability that the batch is mixed at all (otherwise it passes through).
         extra: more per-sample arrays ``[B, ...]`` mixed with the same index and weights.
         masks: integer per-sample maps; each output keeps its own (its dominant sample).

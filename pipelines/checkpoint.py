@@ -29,7 +29,7 @@ import base64
 import json
 import os
 
-from dali_mixup.usage import UsageError
+from dali_mixup.tools.usage import UsageError
 
 #: what the ``format`` entry of each kind of file holds
 TRAINING_FORMAT = "dali-mixup training checkpoint"

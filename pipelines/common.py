@@ -93,7 +93,7 @@ class MixConfig:
         k: k-mixup block size (clamped by the operator to what the batch allows).
         gamma: zeta-mixup exponent, or a ``(low, high)`` range sampled per batch.
         T: zeta-mixup samples per mix (None: the whole batch).
-        cost: k-mixup cost, a name of :data:`dali_mixup.cost.COSTS`.
+        cost: k-mixup cost, a name of :data:`dali_mixup.core.cost.COSTS`.
         label_smoothing: applied to one-hot labels (also for ``"none"``).
     """
 

@@ -19,7 +19,7 @@ Every method trains the same small CNN with the same hyper-parameters from the s
 * ``mixup``: alpha = 1;
 * ``k-mixup``: k = 16, alpha = 1;
 * ``k-mixup-xi``: k = 16 at alpha_k, chosen by Algorithm 1 of the k-mixup paper
-  (:mod:`dali_mixup.calibrate`) so that its mean perturbation xi equals mixup's at alpha = 1;
+  (:mod:`dali_mixup.tools.calibrate`) so that its mean perturbation xi equals mixup's at alpha = 1;
 * ``zeta-mixup``: gamma = 2.8; ``zeta-mixup-U``: gamma ~ U[1.72865, 4.0] per batch (the paper's
   range).
 
@@ -135,9 +135,9 @@ def method_params(label: str, a, alpha_k: float | None) -> dict:
 def calibrate_alpha_k(data: str, k: int, alpha: float, size: int, **options) -> dict:
     """Algorithm 1 of the k-mixup paper on the training images of the dataset folder ``data``
     at the training size (``options``: ``val_split``, ``check_images``, ``skip_bad_images`` of
-    :func:`dali_mixup.datasets.load_data`)."""
-    from dali_mixup.calibrate import calibrate
-    from dali_mixup.datasets import load_data
+    :func:`dali_mixup.tools.datasets.load_data`)."""
+    from dali_mixup.tools.calibrate import calibrate
+    from dali_mixup.tools.datasets import load_data
 
     x, desc = load_data(data, size=size, **options)
     row = calibrate(x, [k], alpha, seed=0, reference=False)[0]
@@ -375,7 +375,7 @@ def _fraction_name(f: float) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dali_mixup.usage import ArgumentParser, float_range, int_range
+    from dali_mixup.tools.usage import ArgumentParser, float_range, int_range
 
     from .train import MIN_SIZE
 
@@ -449,7 +449,7 @@ def protocol(a: argparse.Namespace) -> tuple[int, int, list[float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dali_mixup.usage import UsageError, report
+    from dali_mixup.tools.usage import UsageError, report
 
     p = build_parser()
     a = p.parse_args(argv)

@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import os
 
-from dali_mixup.layout import IMAGE_EXTENSIONS, DataError, ImageFolder, open_dataset, split_stratified
+from dali_mixup.tools.layout import IMAGE_EXTENSIONS, DataError, ImageFolder, open_dataset, split_stratified
 
 from .common import MixConfig, apply_mixing, rank_seeds, resolve_device
 
-# the extensions taken as images and the ImageFolder record: one definition, in dali_mixup.layout
+# the extensions taken as images and the ImageFolder record: one definition, in dali_mixup.tools.layout
 IMG_EXTENSIONS = IMAGE_EXTENSIONS
 
 # ImageNet statistics on the 0..255 scale
@@ -49,11 +49,11 @@ STD_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 def scan_imagefolder(root: str, classes=None) -> ImageFolder:
     """List ``root/<class>/**/<image>`` like torchvision's ImageFolder (classes sorted by name;
     class folders without images are left out, with the other checks of
-    :func:`dali_mixup.layout.scan_layout`).
+    :func:`dali_mixup.tools.layout.scan_layout`).
 
     ``classes`` fixes the class list (e.g. the training set's, for a validation folder).
     """
-    from dali_mixup.layout import _folder, _survey_split
+    from dali_mixup.tools.layout import _folder, _survey_split
 
     root = os.path.abspath(os.fspath(root))
     if not os.path.isdir(root):
@@ -69,7 +69,7 @@ def scan_imagefolder(root: str, classes=None) -> ImageFolder:
 
 def split_imagefolder(folder: ImageFolder, val_fraction: float = 0.2, seed: int = 0):
     """Deterministic stratified train/validation split of one folder (no files are moved);
-    :func:`dali_mixup.layout.split_stratified`."""
+    :func:`dali_mixup.tools.layout.split_stratified`."""
     return split_stratified(folder, val_fraction, seed)
 
 
@@ -79,7 +79,7 @@ def load_imagefolders(data: str, val_fraction: float = 0.2, seed: int = 0, *,
     """``(train, val)`` image folders of a dataset folder, as every command reads it:
     ``data/train`` + a validation split (``val_split``, else ``val``, ``valid``,
     ``validation`` or ``test``), or ``data/<class>`` split by ``val_fraction``
-    (:func:`dali_mixup.layout.open_dataset`: layout checks, then the image check of every
+    (:func:`dali_mixup.tools.layout.open_dataset`: layout checks, then the image check of every
     file unless ``check_images=False``; ``log`` gets the one-line summary)."""
     layout = open_dataset(data, val_split=val_split, val_fraction=val_fraction, seed=seed,
                           check_images=check_images, skip_bad_images=skip_bad_images,
@@ -90,7 +90,7 @@ def load_imagefolders(data: str, val_fraction: float = 0.2, seed: int = 0, *,
 class NamedDecodeErrors:
     """A ``DALIGenericIterator`` over the files of ``folder`` whose decoder errors name the
     file: a ``RuntimeError`` raised while iterating becomes a :class:`DataError` listing the
-    files found bad (:func:`dali_mixup.filecheck.explain_decode_error`), when any can be named.
+    files found bad (:func:`dali_mixup.tools.filecheck.explain_decode_error`), when any can be named.
     Everything else (``reset``, ``checkpoints``, ...) is the wrapped iterator's."""
 
     def __init__(self, make, folder: ImageFolder):
@@ -102,7 +102,7 @@ class NamedDecodeErrors:
         try:
             return call()
         except RuntimeError as e:
-            from dali_mixup.filecheck import explain_decode_error
+            from dali_mixup.tools.filecheck import explain_decode_error
 
             msg = explain_decode_error(e, self._files)
             if msg is None:

@@ -141,7 +141,7 @@ def plot_batch(batch: dict, path: str, *, top: int = 3, cols: int | None = None,
 
 def build_parser():
     """The command line of ``dali-mixup preview``."""
-    from dali_mixup.usage import ArgumentParser, float_range, int_range
+    from dali_mixup.tools.usage import ArgumentParser, float_range, int_range
 
     from .train import MIN_SIZE
 
@@ -180,7 +180,7 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dali_mixup.usage import UsageError, report
+    from dali_mixup.tools.usage import UsageError, report
 
     p = build_parser()
     a = p.parse_args(argv)

@@ -12,7 +12,7 @@ Data parallel (one process per rank, each reading a disjoint shard; gloo on CPU,
 ``DIR`` is ``DIR/train`` + a validation split (``DIR/val``, ``valid``, ``validation`` or
 ``test``, or ``--val-split NAME``; all ``<class>/<image>``) or one ``<class>/<image>`` folder
 split into train/validation (``--val-fraction``), read and checked by
-:func:`dali_mixup.layout.open_dataset` (one summary line; every image file checked before DALI
+:func:`dali_mixup.tools.layout.open_dataset` (one summary line; every image file checked before DALI
 reads it, ``--skip-bad-images`` / ``--no-check-images``). Every epoch ends with a validation
 pass on the unmixed validation pipeline (the ranks' shards together cover every validation
 image exactly once; ``--val-every N``: every N epochs and after the last). ``--data`` may
@@ -45,7 +45,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 
-from dali_mixup.cost import COSTS
+from dali_mixup.core.cost import COSTS
 
 from .common import MIXING_ALIASES, MIXINGS, MixConfig, mixing_arg, resolve_device, steps_per_epoch
 from .webdataset import is_webdataset
@@ -166,7 +166,7 @@ def _load_arrays(cfg: TrainConfig):
 def _check_batch(batch_size: int, world: int, n_train: int, where: str):
     """Training drops the last partial batch: every rank needs one full batch of its shard."""
     if n_train // world < batch_size:
-        from dali_mixup.usage import UsageError
+        from dali_mixup.tools.usage import UsageError
 
         fits = n_train // world
         raise UsageError(
@@ -624,7 +624,7 @@ MIN_SIZE = 8
 
 
 def build_parser(prog: str = "dali-mixup train") -> argparse.ArgumentParser:
-    from dali_mixup.usage import ArgumentParser, float_range, int_range
+    from dali_mixup.tools.usage import ArgumentParser, float_range, int_range
 
     p = ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     d = TrainConfig()
@@ -746,7 +746,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dali_mixup.usage import UsageError, report
+    from dali_mixup.tools.usage import UsageError, report
 
     p = build_parser()
     a = p.parse_args(argv)
@@ -765,7 +765,7 @@ def main(argv: list[str] | None = None) -> int:
     from .common import DeviceError
     from .runstate import TrainingStopped
     if a.data is not None and not is_webdataset(a.data):
-        from dali_mixup.layout import scan_layout
+        from dali_mixup.tools.layout import scan_layout
 
         try:  # a mistyped or unusable folder is named before a run folder is made (no file read)
             scan_layout(a.data, val_split=a.val_split, val_fraction=a.val_fraction)

@@ -42,7 +42,8 @@ import re
 import tarfile
 from dataclasses import dataclass
 
-from dali_mixup.usage import UsageError
+from dali_mixup.tools.imageformat import stream_problem
+from dali_mixup.tools.usage import UsageError
 
 from .common import MixConfig, apply_mixing, rank_seeds, resolve_device
 
@@ -166,27 +167,8 @@ def open_webdataset(data: str, val_data: str | None = None, *, check_images: boo
 # ----------------------------------------------------------------------------- scanning
 
 
-def _image_problem(f, size: int) -> str | None:
-    """Why the image in file object ``f`` cannot be decoded (the checks of
-    :mod:`dali_mixup.filecheck`, on an archive member), or None."""
-    import struct
-
-    from dali_mixup.filecheck import _FORMATS
-
-    head = f.read(16)
-    if size == 0:
-        return "empty file"
-    for magic, check in _FORMATS:
-        if head.startswith(magic):
-            try:
-                return check(f, size, head)
-            except (struct.error, IndexError, ValueError):
-                return f"truncated or corrupt {check.__name__[1:].upper()} header"
-    return f"not an image: unknown format (first bytes {head[:8].hex(' ')})"
-
-
 def _index_path(path: str) -> str:
-    from dali_mixup.filecheck import cache_dir
+    from dali_mixup.tools.filecheck import cache_dir
 
     st = os.stat(path)
     key = hashlib.sha1(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -229,7 +211,7 @@ def scan_archive(path: str, *, check_images: bool = True):
                                      f"expected a class id as decimal text, e.g. b'7'")
                 labels.append(int(raw))
                 if check_images:
-                    problem = _image_problem(tar.extractfile(parts[img]), parts[img].size)
+                    problem = stream_problem(tar.extractfile(parts[img]), parts[img].size)
                     if problem:
                         raise ShardError(f"WebDataset shard {path}: {key}.{img}: {problem}")
                 lines.append(" ".join(f"{e} {parts[e].offset_data} {parts[e].size} {parts[e].name}"

@@ -1,10 +1,10 @@
 """The DALI layer: mixing operators to call inside ``@pipeline_def`` on DataNodes.
 
 Each operator is a plain function, like ``nvidia.dali.auto_aug``'s: it validates its
-arguments when the graph is built (a frozen config from :mod:`dali_mixup.config`), draws its
+arguments when the graph is built (a frozen config from :mod:`dali_mixup.core.config`), draws its
 randomness with one DALI random operator (so the pipeline ``seed`` governs it and
 checkpointing restores it), and lets python operators plan and mix with the array layer's own
-code (:mod:`dali_mixup.plan`, :mod:`dali_mixup.apply`). ``import dali_mixup.fn as mfn`` gives
+code (:mod:`dali_mixup.core.plan`, :mod:`dali_mixup.core.apply`). ``import dali_mixup.fn as mfn`` gives
 the same functions.
 
 * CPU images: one python operator checks, plans and mixes; the result equals the array layer
@@ -20,7 +20,7 @@ Images may be uint8, float16, float32 or float64 on either device; results are f
 """
 from __future__ import annotations
 
-from ..config import PairConfig, ZetaConfig
+from ..core.config import PairConfig, ZetaConfig
 from . import _graph
 
 __all__ = ["k_mixup", "mixup", "mix", "cutmix", "zeta_mixup"]
@@ -41,7 +41,7 @@ def k_mixup(images, labels, *, k: int = 16, alpha: float = 1.0, num_classes: int
         k: block size of the optimal-transport matching; clamped to what the batch allows.
         alpha: lam ~ Beta(alpha, alpha).
         num_classes: number of classes, required for class-id labels.
-        cost: a name of :data:`dali_mixup.cost.COSTS`: ``"sqeuclidean"`` (the paper's W2, the
+        cost: a name of :data:`dali_mixup.core.cost.COSTS`: ``"sqeuclidean"`` (the paper's W2, the
             default), ``"euclidean"`` (the reference code), ...
         pairing: ``"disjoint"`` (every sample mixed with another) or ``"permutation"``
             (the reference code; self-matches possible).

@@ -32,14 +32,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import _checks
-from .._backend import namespace_of, stack, stack_host, unstack
-from ..apply import PairArrays, blend, mix_pair_masks, mix_pairs, zeta_mix, zeta_mix_matrix, \
+from ..core import _checks
+from ..core._backend import namespace_of, stack, stack_host, unstack
+from ..core.apply import PairArrays, blend, mix_pair_masks, mix_pairs, zeta_mix, zeta_mix_matrix, \
     zeta_mix_reference
-from ..cost import gathered_costs
-from ..draws import pair_draws_from_uniforms, zeta_draws_from_uniforms
-from ..images import dtype_name, finalize
-from ..plan import block_shape, check_costs, choose_zeta_method, mixing_matrix, pair_plan, plan_blocks, \
+from ..core.cost import gathered_costs
+from ..core.draws import pair_draws_from_uniforms, zeta_draws_from_uniforms
+from ..core.images import dtype_name, finalize
+from ..core.plan import block_shape, check_costs, choose_zeta_method, mixing_matrix, pair_plan, plan_blocks, \
     representatives, zeta_plan
 from ._ops import Op, axes_for, check_dtypes, check_others, host_labels, host_shapes, host_uniforms, \
     layout_of, names_of
@@ -156,7 +156,7 @@ class DeviceOp(Op):
 class BlockIndex(Op):
     """CPU: k-mixup's matched blocks as index rows for :class:`BlockCosts`.
 
-    ``left`` then ``right`` of :func:`dali_mixup.plan.plan_blocks` (``[n_blocks, k]`` each),
+    ``left`` then ``right`` of :func:`dali_mixup.core.plan.plan_blocks` (``[n_blocks, k]`` each),
     flattened, padded and spread over B int64 rows; ``.gpu()`` sends them where the images
     are, so the cost operator needs nothing from the host and reads nothing back."""
 
@@ -277,7 +277,7 @@ class PairPlanner(Op):
 
 
 class PairApply(DeviceOp):
-    """GPU: the pixels of a pair operator, with :func:`dali_mixup.apply.mix_pairs` on the
+    """GPU: the pixels of a pair operator, with :func:`dali_mixup.core.apply.mix_pairs` on the
     device. Outputs the images, the ``extra`` tensors and the ``masks``. ``axes``: H and W for
     CutMix when the layout is known at graph build, else taken per batch from ``planner``."""
 

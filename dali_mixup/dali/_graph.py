@@ -13,9 +13,9 @@ Argument checks run here, when the graph is built.
 """
 from __future__ import annotations
 
-from .. import _checks
-from ..draws import pair_uniform_width, zeta_uniform_width
-from ..pairs import spatial_axes
+from ..core import _checks
+from ..core.draws import pair_uniform_width, zeta_uniform_width
+from ..core.pairs import spatial_axes
 from . import _compat, _device, _host
 
 

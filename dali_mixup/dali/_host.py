@@ -9,13 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import _checks, _fast
-from .._backend import stack_host, unstack
-from ..apply import PairArrays, blend, mix_pair_masks, mix_pairs, zeta_mix
-from ..cost import block_costs, gathered_costs
-from ..draws import pair_draws_from_uniforms, zeta_draws_from_uniforms
-from ..images import dtype_name, finalize
-from ..plan import choose_zeta_method, mixing_matrix, pair_plan, plan_blocks, representatives, zeta_plan
+from ..core import _checks, _fast
+from ..core._backend import stack_host, unstack
+from ..core.apply import PairArrays, blend, mix_pair_masks, mix_pairs, zeta_mix
+from ..core.cost import block_costs, gathered_costs
+from ..core.draws import pair_draws_from_uniforms, zeta_draws_from_uniforms
+from ..core.images import dtype_name, finalize
+from ..core.plan import choose_zeta_method, mixing_matrix, pair_plan, plan_blocks, representatives, zeta_plan
 from ._ops import Buffers, Op, axes_for, check_dtypes, check_others, host_labels, host_uniforms, \
     layout_of, names_of, work_dtype_of
 
@@ -26,9 +26,9 @@ class PairHost(Op):
     k-mixup stacks the batch once, in an order in which every matched block is a run of rows
     (so its costs are taken on views); the other operators stack it in sample order. Stacks
     live in buffers kept between batches; the blend is the array layer's
-    :func:`dali_mixup.apply.mix_pairs` (bitwise equal to it; row order does not change
+    :func:`dali_mixup.core.apply.mix_pairs` (bitwise equal to it; row order does not change
     per-element arithmetic), and output ``i`` is a view of its row. A plain blend (no costs,
-    no CutMix) of large float samples skips the stack: :func:`dali_mixup._fast.blend_samples`
+    no CutMix) of large float samples skips the stack: :func:`dali_mixup.core._fast.blend_samples`
     mixes the sample list directly (bitwise equal too).
     """
 

@@ -15,10 +15,10 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from .. import _checks
-from .._backend import stack_host
-from ..labels import soft_labels
-from ..pairs import check_spatial, spatial_axes
+from ..core import _checks
+from ..core._backend import stack_host
+from ..core.labels import soft_labels
+from ..core.pairs import check_spatial, spatial_axes
 
 
 def check_dtypes(op: str, out_dtype: str | None, dtypes: dict) -> None:

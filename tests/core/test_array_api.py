@@ -6,7 +6,7 @@ import pytest
 
 import dali_mixup as dm
 from dali_mixup import kmixup as km, zeta as zm
-from dali_mixup.draws import draw_mix
+from dali_mixup.core.draws import draw_mix
 
 import array_api_strict as xps
 
@@ -97,7 +97,7 @@ def test_torch_cpu_batches_take_the_numpy_path_and_come_back_as_torch(op, kw, rn
 
     import torch
 
-    from dali_mixup import _fast
+    from dali_mixup.core import _fast
 
     fast = []
     for name in ("blend_numpy", "zeta_mix_numpy"):

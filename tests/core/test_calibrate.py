@@ -1,4 +1,4 @@
-"""Algorithm 1 of the k-mixup paper (dali_mixup.calibrate) and its command."""
+"""Algorithm 1 of the k-mixup paper (dali_mixup.tools.calibrate) and its command."""
 import json
 import math
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import dali_mixup as dm
-from dali_mixup import calibrate as C
-from dali_mixup import metrics as M
-from dali_mixup import datasets
+from dali_mixup.tools import calibrate as C
+from dali_mixup.tools import metrics as M
+from dali_mixup.tools import datasets
 
 
 def clustered(n=2000, seed=0, n_clusters=6, dim=16, spread=2.0):

@@ -11,7 +11,7 @@ import pytest
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-from dali_mixup.cost import COSTS, block_costs, gathered_costs
+from dali_mixup.core.cost import COSTS, block_costs, gathered_costs
 
 #: an independent reference for every registered cost (a new cost needs its own here)
 REFERENCE = {"sqeuclidean": "sqeuclidean", "euclidean": "euclidean", "cosine": "cosine"}
@@ -102,7 +102,7 @@ def test_nan_in_the_data_is_named_for_every_cost(name, discriminating):
 
 
 def test_the_operators_and_the_command_line_offer_exactly_the_registry():
-    from dali_mixup.config import PairConfig
+    from dali_mixup.core.config import PairConfig
 
     for name in COSTS:
         assert PairConfig.k_mixup(k=2, cost=name).cost == name

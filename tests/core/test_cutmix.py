@@ -9,8 +9,8 @@ from hypothesis import given, strategies as st
 
 import dali_mixup as dm
 from dali_mixup import kmixup as km
-from dali_mixup.draws import draw_mix
-from dali_mixup.plan import boxes
+from dali_mixup.core.draws import draw_mix
+from dali_mixup.core.plan import boxes
 
 from conftest import clustered
 

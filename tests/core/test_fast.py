@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dali_mixup import _fast
-from dali_mixup.apply import blend_reference, zeta_mix_reference
-from dali_mixup.plan import mixing_matrix, zeta_weights
+from dali_mixup.core import _fast
+from dali_mixup.core.apply import blend_reference, zeta_mix_reference
+from dali_mixup.core.plan import mixing_matrix, zeta_weights
 
 
 def _case(seed: int, b: int, shape: tuple, dtype, uniform: bool):
@@ -81,7 +81,7 @@ def _blocks(rng, b, k, nb):
 def test_numpy_cost_terms_equal_the_plain_expression(branch, dtype, monkeypatch):
     """Each route of the NumPy cost terms (all blocks at once, a block at a time, slices of
     columns, blocks over threads) gives the array-API expression's norms and Gram products."""
-    from dali_mixup.cost import terms
+    from dali_mixup.core.cost import terms
 
     rng = np.random.default_rng(5)
     b, k, nb, d = 24, 4, 3, 600
@@ -110,7 +110,7 @@ def test_numpy_blas_is_set_to_one_thread_and_kept(monkeypatch, rng):
     """Our first product sets NumPy's own BLAS to one thread and leaves it there: restoring it
     after each product let OpenBLAS's idle thread spin against the training loop."""
     import dali_mixup as dm
-    from dali_mixup import _threads
+    from dali_mixup.core import _threads
 
     ctls = _threads._numpy_blas()
     assert ctls, "NumPy's OpenBLAS not found by threadpoolctl"
@@ -134,7 +134,7 @@ def test_numpy_blas_is_set_to_one_thread_and_kept(monkeypatch, rng):
        dtype=st.sampled_from([np.float32, np.float64]))
 def test_paste_numpy_equals_the_plain_cutmix_expression(seed, b, layout, dtype):
     """CutMix and mix rows: the pasted box or the blend, as x * (1 - M) + x[partner] * M."""
-    from dali_mixup.apply import expand, paste, pixel_share
+    from dali_mixup.core.apply import expand, paste, pixel_share
 
     rng = np.random.default_rng(seed)
     dims = {"H": int(rng.integers(1, 9)), "W": int(rng.integers(1, 9)), "C": 3}

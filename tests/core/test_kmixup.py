@@ -236,7 +236,7 @@ def test_match_only_costs_differ_by_row_and_column_constants(shape, rng):
     under array_api_strict, so every assignment's total moves by the same constant."""
     import array_api_strict as xps
 
-    from dali_mixup.cost import block_costs
+    from dali_mixup.core.cost import block_costs
 
     x = rng.normal(size=shape).reshape(shape[0], -1)
     plan = km.plan_blocks(rng.random((shape[0], 2)), shape[0], 4, "disjoint")

@@ -1,4 +1,4 @@
-"""Labels (dali_mixup/labels.py): class ids -> one-hot of any integer width, soft labels as given."""
+"""Labels (dali_mixup/core/labels.py): class ids -> one-hot of any integer width, soft labels as given."""
 from __future__ import annotations
 
 import numpy as np

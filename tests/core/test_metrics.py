@@ -1,11 +1,12 @@
-"""dali_mixup.metrics on constructed cases with known answers."""
+"""dali_mixup.tools.metrics on constructed cases with known answers."""
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import dali_mixup as dm
-from dali_mixup import kmixup, metrics as M
+from dali_mixup import kmixup
+from dali_mixup.tools import metrics as M
 
 
 def _two_point(x, partner, lam):

@@ -1,11 +1,11 @@
-"""The papers' toy datasets (dali_mixup.datasets) and the `toy` command (dali_mixup.toy)."""
+"""The papers' toy datasets (dali_mixup.tools.datasets) and the `toy` command (dali_mixup.tools.toy)."""
 import json
 
 import numpy as np
 import pytest
 
-from dali_mixup import cli, datasets, toy
-from dali_mixup import metrics as M
+from dali_mixup.tools import cli, datasets, toy
+from dali_mixup.tools import metrics as M
 
 SHAPES = {"one_ring": (512, 2), "four_bars": (512, 2), "swiss_roll": (512, 2), "crescents": (512, 2),
           "spirals": (512, 2), "helix3": (8192, 3), "helix12": (8192, 12)}
@@ -111,7 +111,7 @@ def test_datasets_import_neither_toy_nor_calibrate():
     import subprocess
     import sys
 
-    code = ("import sys, dali_mixup.datasets; "
-            "print(sorted(m for m in sys.modules if m in ('dali_mixup.toy', 'dali_mixup.calibrate')))")
+    code = ("import sys, dali_mixup.tools.datasets; "
+            "print(sorted(m for m in sys.modules if m in ('dali_mixup.tools.toy', 'dali_mixup.tools.calibrate')))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

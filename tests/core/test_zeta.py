@@ -128,7 +128,7 @@ def test_batch_of_one_is_unchanged(rng):
 def test_split_matmul_equals_one_product(m, n):
     """The column-split product (zeta-mixup's mix) gives the plain product: every piece is one
     BLAS call on its columns, including unaligned widths and products too small to split."""
-    from dali_mixup._threads import split_matmul
+    from dali_mixup.core._threads import split_matmul
 
     rng = np.random.default_rng(m * n)
     w = rng.random((m, m), dtype=np.float32)
@@ -143,7 +143,7 @@ def test_parallel_pool_survives_fork_and_reports_errors():
     reaches the caller instead of being lost in a pool thread."""
     import multiprocessing as mp
 
-    from dali_mixup import _threads as cost
+    from dali_mixup.core import _threads as cost
 
     w = np.eye(64, dtype=np.float32)
     x = np.arange(64 * 4000, dtype=np.float32).reshape(64, 4000)  # 33 MFLOP: split when >= 2 cores
@@ -162,7 +162,7 @@ def test_parallel_pool_survives_fork_and_reports_errors():
 
 
 def _split_in_child(w, x):
-    from dali_mixup import _threads as cost
+    from dali_mixup.core import _threads as cost
 
     out = cost.split_matmul(w, x, np.empty_like(x))
     cost.run_parallel([lambda: None, lambda: None])

@@ -7,7 +7,7 @@ import pytest
 
 import dali_mixup as dm
 from dali_mixup import kmixup as km
-from dali_mixup.draws import MixDraws
+from dali_mixup.core.draws import MixDraws
 
 from conftest import run_dali
 

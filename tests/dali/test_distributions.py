@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 import dali_mixup.fn as mfn
-from dali_mixup.config import PairConfig
+from dali_mixup.core.config import PairConfig
 from dali_mixup.dali import _device, _graph
 from nvidia.dali import fn, pipeline_def, types
 

@@ -1,5 +1,5 @@
 """The operators' image dtype policy in DALI pipelines: output ``dtype=``, float16 and float64
-inputs, extras in the images' dtype (the array layer's policy, dali_mixup/images.py)."""
+inputs, extras in the images' dtype (the array layer's policy, dali_mixup/core/images.py)."""
 from __future__ import annotations
 
 import numpy as np

@@ -227,7 +227,7 @@ def test_large_float_samples_equal_the_array_layer(op, rng, monkeypatch):
     """Samples of >= 16 KiB: mixup blends the sample list without stacking it (k-mixup stacks
     in block order for its costs); both stay bitwise equal to the array layer, extras and
     masks included."""
-    from dali_mixup import _fast
+    from dali_mixup.core import _fast
 
     used = []
     real = _fast.blend_samples

@@ -28,11 +28,11 @@ import array_api_strict as xps
 
 import dali_mixup as dm
 import dali_mixup.fn as mfn
-from dali_mixup.config import PairConfig, ZetaConfig
-from dali_mixup.cost import COSTS
+from dali_mixup.core.config import PairConfig, ZetaConfig
+from dali_mixup.core.cost import COSTS
 from dali_mixup.dali import _device, _graph
-from dali_mixup.draws import pair_draws_from_uniforms, pair_uniform_width
-from dali_mixup.plan import plan_blocks, representatives
+from dali_mixup.core.draws import pair_draws_from_uniforms, pair_uniform_width
+from dali_mixup.core.plan import plan_blocks, representatives
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.ops._operators import python_function as dali_pf
 
@@ -309,7 +309,7 @@ def test_gpu_pair_chain_equals_the_array_layer(name, b, destroyed, rng):
     v = np.stack(draws)
     d = pair_draws_from_uniforms(cfg, v, representatives(plan_blocks(v[:, :2], b, cfg.k, cfg.pairing),
                                                          cfg.lam_mode, b))
-    ref = dm.pairs.mix_batch(cfg, np.stack(images), np.stack(_ids(b)), layout="HWC", draws=d,
+    ref = dm.core.pairs.mix_batch(cfg, np.stack(images), np.stack(_ids(b)), layout="HWC", draws=d,
                              extra=[np.stack(extra[0])], masks=[np.stack(masks[0])])
     np.testing.assert_array_equal(np.stack(got["partner"]), ref.partner)
     np.testing.assert_allclose(np.stack(got["lam"]), ref.lam, rtol=1e-6)
@@ -328,7 +328,7 @@ def test_gpu_zeta_chain_equals_the_array_layer(kw, b, destroyed, rng):
     width = 16 + (2 if cfg.prob < 1 else 1)
     draws = [rng.random(width).astype(np.float32) for _ in range(b)]
     got = _zeta_chain(cfg, images, _ids(b), draws, extra=[[a.astype(np.float32) for a in images]])
-    from dali_mixup.draws import zeta_draws_from_uniforms
+    from dali_mixup.core.draws import zeta_draws_from_uniforms
 
     ref = dm.zeta_mixup(np.stack(images), np.stack(_ids(b)), draws=zeta_draws_from_uniforms(cfg, np.stack(draws)),
                         extra=[np.stack(images).astype(np.float32)], **kw, num_classes=3)

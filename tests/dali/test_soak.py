@@ -3,7 +3,7 @@ import pytest
 
 import nvidia.dali  # noqa: F401  (a missing DALI fails loudly)
 
-from dali_mixup.soak import soak
+from dali_mixup.tools.soak import soak
 
 
 @pytest.mark.parametrize("op", ["mixup", "k_mixup", "zeta_mixup"])

@@ -11,9 +11,9 @@ import pytest
 from jpeg_folders import TRAIN_ARGS, results_of, write_jpegs
 from PIL import Image
 
-from dali_mixup import filecheck
-from dali_mixup.filecheck import check_images, explain_decode_error, image_problem
-from dali_mixup.layout import DataError, open_dataset
+from dali_mixup.tools import filecheck
+from dali_mixup.tools.filecheck import check_images, explain_decode_error, image_problem
+from dali_mixup.tools.layout import DataError, open_dataset
 from dali_mixup.pipelines import train
 
 ABC = ("ant", "bee", "cat")
@@ -142,7 +142,7 @@ def test_train_stops_on_a_random_bytes_jpg_and_names_it(tmp_path, capsys):
 
 def test_train_command_on_a_random_bytes_jpg_exits_2_without_a_crash(tmp_path):
     root = folder_with(tmp_path, "noise.jpg", np.random.default_rng(8).bytes(4096))
-    r = subprocess.run([sys.executable, "-m", "dali_mixup.cli", "train", "--data", root,
+    r = subprocess.run([sys.executable, "-m", "dali_mixup.tools.cli", "train", "--data", root,
                         *TRAIN_ARGS, "--out", str(tmp_path / "out")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr

@@ -11,8 +11,8 @@ import sys
 import pytest
 from jpeg_folders import write_jpegs
 
-from dali_mixup import calibrate, cli
-from dali_mixup.layout import DataError
+from dali_mixup.tools import calibrate, cli
+from dali_mixup.tools.layout import DataError
 from dali_mixup.pipelines import demo, preview, train
 
 ABC = ("ant", "bee", "cat")
@@ -84,7 +84,7 @@ def test_the_dispatcher_passes_the_status_on(capsys):
 
 
 def test_dali_mixup_train_command_exits_2_without_a_traceback(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "dali_mixup.cli", "train", "--data", str(tmp_path),
+    r = subprocess.run([sys.executable, "-m", "dali_mixup.tools.cli", "train", "--data", str(tmp_path),
                         "--size", "1"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
     assert r.stderr.strip() == ("dali-mixup train: error: argument --size: expected an integer "

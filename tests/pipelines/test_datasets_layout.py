@@ -7,9 +7,9 @@ import os
 import pytest
 from jpeg_folders import TRAIN_ARGS, results_of, write_jpegs
 
-from dali_mixup import calibrate as C
-from dali_mixup import layout as L
-from dali_mixup.layout import DataError, scan_layout
+from dali_mixup.tools import calibrate as C
+from dali_mixup.tools import layout as L
+from dali_mixup.tools.layout import DataError, scan_layout
 from dali_mixup.pipelines import preview, train
 
 ABC = ("ant", "bee", "cat")

@@ -1,4 +1,4 @@
-"""The `dali-mixup` console script (dali_mixup.cli)."""
+"""The `dali-mixup` console script (dali_mixup.tools.cli)."""
 import importlib
 import inspect
 import os
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dali_mixup import cli
+from dali_mixup.tools import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,14 +16,14 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_console_script_declared():
     text = (ROOT / "pyproject.toml").read_text()
     scripts = text.split("[project.scripts]", 1)[1].split("\n[", 1)[0]
-    assert 'dali-mixup = "dali_mixup.cli:main"' in scripts.splitlines()
+    assert 'dali-mixup = "dali_mixup.tools.cli:main"' in scripts.splitlines()
 
 
 def test_dispatch_table_maps_each_subcommand_to_an_importable_main():
     assert list(cli.COMMANDS) == ["demo", "train", "preview", "bench", "calibrate", "toy", "gpu-check"]
     expected = {"demo": ("dali_mixup.pipelines.demo", "main"), "train": ("dali_mixup.pipelines.train", "main"),
-                "preview": ("dali_mixup.pipelines.preview", "main"), "bench": ("dali_mixup.cli", "bench"),
-                "calibrate": ("dali_mixup.calibrate", "main"), "toy": ("dali_mixup.toy", "main")}
+                "preview": ("dali_mixup.pipelines.preview", "main"), "bench": ("dali_mixup.tools.cli", "bench"),
+                "calibrate": ("dali_mixup.tools.calibrate", "main"), "toy": ("dali_mixup.tools.toy", "main")}
     for name, (module, func) in expected.items():
         assert cli.COMMANDS[name][:2] == (module, func)
         fn = cli.resolve(name)
@@ -77,7 +77,7 @@ def test_no_top_level_pipelines_or_benchmarks_package_is_needed():
     import dali_mixup.pipelines as pp
 
     assert Path(pp.__file__).resolve().parent == ROOT / "pipelines"
-    assert "sys.path" not in (ROOT / "dali_mixup" / "cli.py").read_text()
+    assert "sys.path" not in (ROOT / "dali_mixup" / "tools" / "cli.py").read_text()
 
 
 @pytest.mark.parametrize("missing, extra", [("tqdm", "train"), ("nvidia", "train"), ("matplotlib", "train"),

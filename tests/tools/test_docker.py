@@ -223,9 +223,9 @@ def test_gpu_image_one_cuda_major_per_build():
 @DOCKERFILES
 def test_default_command_is_an_installed_console_script(path):
     argv = cmd(path)
-    assert argv[0] in PROJECT["scripts"] and PROJECT["scripts"][argv[0]] == "dali_mixup.cli:main"
+    assert argv[0] in PROJECT["scripts"] and PROJECT["scripts"][argv[0]] == "dali_mixup.tools.cli:main"
     assert "dali-mixup --version" in runs(path)  # the entry point exists in the built image
-    from dali_mixup import cli
+    from dali_mixup.tools import cli
 
     assert argv[1] in cli.COMMANDS
     with pytest.raises(SystemExit) as e:  # the subcommand accepts the image's arguments
@@ -268,7 +268,7 @@ def test_dockerignore_keeps_sources_and_tests_and_drops_local_state():
     for rel in (".venv", ".git", "runs", ".pytest_cache", ".hypothesis", ".ruff_cache",
                 "dali_mixup/__pycache__", "x.egg-info", "bench-results", "gpu-check"):
         assert ignored(rel), rel
-    for rel in ("pyproject.toml", "README.md", "LICENSE", "dali_mixup/cli.py", "pipelines/train.py",
+    for rel in ("pyproject.toml", "README.md", "LICENSE", "dali_mixup/tools/cli.py", "pipelines/train.py",
                 "benchmarks/run.py", "docker/Dockerfile", "tests/tools/test_docker.py", ".ci/run"):
         assert not ignored(rel), rel
 

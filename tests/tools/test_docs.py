@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dali_mixup import cli
+from dali_mixup.tools import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

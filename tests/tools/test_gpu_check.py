@@ -17,7 +17,7 @@ from dali_mixup.gpu.versions import CudaVersions, major_of_distribution, mismatc
 
 
 def _run_check(tmp_path, *args):
-    return subprocess.run([sys.executable, "-m", "dali_mixup.cli", "gpu-check", "--out", str(tmp_path), *args],
+    return subprocess.run([sys.executable, "-m", "dali_mixup.tools.cli", "gpu-check", "--out", str(tmp_path), *args],
                           capture_output=True, text=True, timeout=300)
 
 

@@ -115,7 +115,7 @@ def test_wheel_ships_the_package_and_its_pipelines_and_nothing_top_level(wheel):
     assert not any(n.startswith(("pipelines/", "benchmarks/", "tests/")) for n in names)
     assert any(n.endswith("LICENSE") and ".dist-info/" in n for n in names)
     meta = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "dali-mixup = dali_mixup.cli:main" in zipfile.ZipFile(wheel).read(meta).decode()
+    assert "dali-mixup = dali_mixup.tools.cli:main" in zipfile.ZipFile(wheel).read(meta).decode()
 
 
 def _extras(wheel: Path) -> dict:

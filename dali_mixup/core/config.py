@@ -36,7 +36,7 @@ class PairConfig:
         cutmix_alpha: CutMix's Beta parameter; 0 disables CutMix.
         prob: probability that a lam group is mixed at all.
         switch_prob: probability of CutMix instead of mixup when both alphas are > 0.
-        cost: a name of :data:`dali_mixup.cost.COSTS` (k > 1).
+        cost: a name of :data:`dali_mixup.core.cost.COSTS` (k > 1).
         pairing: ``"disjoint"`` or ``"permutation"``.
         lam_mode: ``"batch"``, ``"block"`` or ``"sample"``.
         correct_lam: CutMix label weight from the clipped box area.

@@ -36,10 +36,10 @@ from pathlib import Path
 import numpy as np
 from scipy.special import betainc
 
-from .assign import solve_blocks
-from .cost import COSTS, block_costs
+from ..core.assign import solve_blocks
+from ..core.cost import COSTS, block_costs
 from .datasets import load_data
-from .kmixup import plan_blocks
+from ..kmixup import plan_blocks
 
 __all__ = ["lam_factor", "mean_sq_distance", "mean_sq_w2", "alpha_for_k", "reference_alpha_k",
            "Calibration", "calibrate", "load_data", "main"]
@@ -82,8 +82,8 @@ def mean_sq_w2(x, k: int, n_pairs: int, rng: np.random.Generator, *, cost: str =
     """``E W2^2(A, C) / k`` for two disjoint random k-subsets A, C of ``x`` (line 2 of Alg. 1).
 
     ``ceil(n_pairs / k)`` pairs of k-subsets are matched exactly as the k-mixup operator
-    matches them (:func:`~dali_mixup.cost.block_costs` then
-    :func:`~dali_mixup.assign.solve_blocks`); the result is the mean squared distance of the
+    matches them (:func:`~dali_mixup.core.cost.block_costs` then
+    :func:`~dali_mixup.core.assign.solve_blocks`); the result is the mean squared distance of the
     matched pairs. ``cost="euclidean"`` matches on plain distances (the reference code) but
     still averages squared distances. k = 1 gives ``E|x - x'|^2`` of random pairs (line 1).
     """

@@ -2,11 +2,11 @@
 
 The datasets (the k-mixup paper's ``one_ring``, ``four_bars``, ``swiss_roll``; the zeta-mixup
 paper's ``crescents``, ``spirals``, ``helix3``, ``helix12``) are defined in
-:mod:`dali_mixup.datasets`, whose names are re-exported here.
+:mod:`dali_mixup.tools.datasets`, whose names are re-exported here.
 
 ``dali-mixup toy`` draws, for each dataset, the data and the vicinal distributions of mixup,
 k-mixup and zeta-mixup side by side into a PNG (like Figure 2 of both papers), coloured by
-the soft label, and prints the diagnostics of :mod:`dali_mixup.metrics` for each.
+the soft label, and prints the diagnostics of :mod:`dali_mixup.tools.metrics` for each.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@
   prediction and the assigned soft label as label (in)correctness), plus the hard disagreement
   rate ("label error" of Fig. 2a).
 
-Every function accepts NumPy arrays or anything :func:`dali_mixup._backend.to_numpy` can bring
+Every function accepts NumPy arrays or anything :func:`dali_mixup.core._backend.to_numpy` can bring
 to the host (CuPy, torch); results are NumPy floats / arrays.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._backend import to_numpy
+from ..core._backend import to_numpy
 
 __all__ = [
     "sources_of", "perturbation_distances", "xi", "cross_cluster_fraction", "lemma_3_3_count",

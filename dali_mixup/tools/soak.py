@@ -1,6 +1,6 @@
 """Soak run: many iterations of each operator in a CPU pipeline; resident memory must stay flat.
 
-    python -m dali_mixup.soak --iterations 10000          # the full run (docs/operators.md has the result)
+    python -m dali_mixup.tools.soak --iterations 10000          # the full run (docs/operators.md has the result)
 
 Resident memory is read from /proc/self/statm after a warm-up and at the end; growth is
 reported relative to the warm-up level.
@@ -25,7 +25,7 @@ def rss_mib() -> float:
 def _pipeline(op: str, batch_size: int, shape, num_classes: int):
     from nvidia.dali import fn, pipeline_def
 
-    from . import fn as mfn
+    from .. import fn as mfn
 
     ops = {
         "mixup": lambda x, y: mfn.mixup(x, y, num_classes=num_classes),

@@ -2,7 +2,7 @@
 
 Each public function (:func:`dali_mixup.k_mixup`, :func:`~dali_mixup.mixup`,
 :func:`~dali_mixup.cutmix`, :func:`~dali_mixup.mix`) builds its
-:class:`~dali_mixup.config.PairConfig` and calls :func:`mix_batch`, which runs the one chain
+:class:`~dali_mixup.core.config.PairConfig` and calls :func:`mix_batch`, which runs the one chain
 every pair operator shares::
 
     draws -> blocks -> block costs (k > 1) -> assignment -> plan -> apply
@@ -74,7 +74,7 @@ def mix_batch(cfg, images, labels, *, layout: str | None = None, features=None,
     """Run a pair operator on a whole batch (NumPy, CuPy, torch or any array-API arrays).
 
     Args:
-        cfg: the operator's :class:`~dali_mixup.config.PairConfig`.
+        cfg: the operator's :class:`~dali_mixup.core.config.PairConfig`.
         images: ``[B, ...]`` uint8, float16, float32 or float64.
         labels: class ids ``[B]`` / ``[B, 1]`` with ``cfg.num_classes``, or float ``[B, C]``.
         layout: sample layout with H and W (CutMix only).

@@ -4,7 +4,7 @@ Every operator goes through here, in the array layer and in the DALI layer alike
 
 * pair methods (k-mixup, mixup, CutMix, mix): :func:`plan_blocks` says which samples meet,
   the caller computes the blocks' cost matrices where the data lives
-  (:func:`dali_mixup.cost.block_costs`), and :func:`pair_plan` solves the assignments and
+  (:func:`dali_mixup.core.cost.block_costs`), and :func:`pair_plan` solves the assignments and
   applies lambdas, coins and boxes, giving a :class:`PairPlan`;
 * zeta-mixup: :func:`zeta_plan` gives a :class:`ZetaPlan` (partner index and weights).
 
@@ -147,7 +147,7 @@ def representatives(plan: BlockPlan, lam_mode: str, batch_size: int) -> np.ndarr
 
 def check_costs(costs: np.ndarray, op: str, arg: str, *, device: bool = False) -> None:
     """The assignment needs finite costs; NaN or Inf in the data (or features) make them not
-    (``device``: costs made on the GPU, see :func:`dali_mixup._checks.nonfinite_cost_data`)."""
+    (``device``: costs made on the GPU, see :func:`dali_mixup.core._checks.nonfinite_cost_data`)."""
     if not np.isfinite(costs).all():
         raise nonfinite_cost_data(op, arg, device=device)
 
@@ -210,8 +210,8 @@ def pair_plan(cfg, draws, blocks: BlockPlan, costs: np.ndarray | None, batch_siz
     """Solve the blocks' assignments and apply lambdas, coins and CutMix boxes.
 
     Args:
-        cfg: a :class:`dali_mixup.config.PairConfig`.
-        draws: :class:`dali_mixup.draws.KMixupDraws` or :class:`~dali_mixup.draws.MixDraws`.
+        cfg: a :class:`dali_mixup.core.config.PairConfig`.
+        draws: :class:`dali_mixup.core.draws.KMixupDraws` or :class:`~dali_mixup.core.draws.MixDraws`.
         blocks: :func:`plan_blocks` of ``draws.u``.
         costs: ``[n_blocks, k, k]`` host cost matrices of the blocks (None when k <= 1).
         batch_size: B.
@@ -308,7 +308,7 @@ def resolve_T(T: int | None, batch_size: int) -> int:
 
 
 def zeta_plan(cfg, draws, batch_size: int) -> ZetaPlan:
-    """Index and weights from a :class:`dali_mixup.config.ZetaConfig` and its draws.
+    """Index and weights from a :class:`dali_mixup.core.config.ZetaConfig` and its draws.
 
     A batch left unmixed by ``prob`` gets T = 1 (weights ``[1.0]``, index = the sample itself).
     """

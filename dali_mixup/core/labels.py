@@ -88,7 +88,8 @@ def soft_labels(labels, batch_size: int, *, num_classes: int | None, label_smoot
             raise fail(op, "labels", "finite float label values", "NaN or Inf")
         if bool(xp.any(soft < 0)):
             raise fail(op, "labels", "non-negative float label values", f"minimum {float(xp.min(soft))}")
-        sums = xp.sum(xp.astype(soft, xp.float64), axis=1)
+        values = soft.detach() if hasattr(soft, "detach") else soft  # torch: check values, not the graph
+        sums = xp.sum(xp.astype(values, xp.float64), axis=1)
         worst = float(xp.max(xp.abs(sums - 1.0)))
         if worst > LABEL_SUM_TOL:
             i = int(xp.argmax(xp.abs(sums - 1.0)))

@@ -20,8 +20,8 @@ All generators are seeded NumPy: ``make(name, n=None, seed=0, noise=None) -> (x,
 ``x [n, d]`` float64 and ``y [n]`` int64.
 
 :func:`load_data` reads samples for ``dali-mixup calibrate`` and the demo: the digits, a toy
-dataset, a ``.npy``/``.npz`` file or an image folder. Users: :mod:`dali_mixup.toy` (the
-pictures), :mod:`dali_mixup.calibrate` (alpha_k); this module imports neither.
+dataset, a ``.npy``/``.npz`` file or an image folder. Users: :mod:`dali_mixup.tools.toy` (the
+pictures), :mod:`dali_mixup.tools.calibrate` (alpha_k); this module imports neither.
 """
 from __future__ import annotations
 
@@ -176,7 +176,7 @@ def load_data(spec: str, *, size: int = 32, max_samples: int = 5000, seed: int =
 
     ``digits`` (scikit-learn's 8x8 digits, scaled to [0, 1]); a toy dataset name of
     :data:`DATASETS`; a ``.npy`` / ``.npz`` file (the first array; rows are samples);
-    or a dataset folder, read as every command reads it (:func:`dali_mixup.layout.open_dataset`:
+    or a dataset folder, read as every command reads it (:func:`dali_mixup.tools.layout.open_dataset`:
     ``DIR/<class>/<image>``, or ``DIR/train`` + a validation split, whose training images are
     used; ``val_split``, ``check_images``, ``skip_bad_images`` and ``log`` are passed on),
     resized to ``size x size`` RGB and scaled to [0, 1]. At most ``max_samples`` samples are used.

@@ -10,8 +10,8 @@
 * :func:`zeta_mix_numpy`: zeta-mixup's weighted sum, gathered in row chunks or as one
   ``[B, B] @ [B, D]`` product split by columns over the cores.
 * :func:`numpy_terms`, :func:`gathered_terms`: the terms of k-mixup's block costs (squared
-  norms and Gram products, :func:`dali_mixup.cost.terms`; the costs combine them in
-  :data:`dali_mixup.cost.COSTS`): blocks gathered into reused buffers
+  norms and Gram products, :func:`dali_mixup.core.cost.terms`; the costs combine them in
+  :data:`dali_mixup.core.cost.COSTS`): blocks gathered into reused buffers
   (``np.take(..., out=, mode="clip")``, which is not buffered), one block (or, for very wide
   rows, one slice of columns) at a time so that it stays in cache while its Gram matrix (BLAS)
   and squared norms (a row dot, :func:`_rowdot`) are taken. At D = 3*224*224 this was 10-30x
@@ -35,7 +35,7 @@ _BLEND_CHUNK_BYTES = 1 << 19
 
 def blend_numpy(x: np.ndarray, partner: np.ndarray, lam: np.ndarray,
                 out: np.ndarray | None = None) -> np.ndarray:
-    """:func:`dali_mixup.apply.blend_reference` in row chunks, without batch temporaries.
+    """:func:`dali_mixup.core.apply.blend_reference` in row chunks, without batch temporaries.
 
     Per element it computes ``lam * x + (1 - lam) * x[partner]`` with the same float ops in
     the same order (bitwise equal), but reads ``x`` twice and writes the output once, instead
@@ -117,7 +117,7 @@ def _blend_sample_range(samples, partner, lam, oml, out2, r0: int, r1: int) -> N
 
 def paste_numpy(x: np.ndarray, partner: np.ndarray, share: np.ndarray, cut: np.ndarray,
                 boxes: np.ndarray, axes: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
-    """:func:`dali_mixup.apply.paste` with :func:`~dali_mixup.apply.pixel_share`'s map, without
+    """:func:`dali_mixup.core.apply.paste` with :func:`~dali_mixup.core.apply.pixel_share`'s map, without
     making the map or batch-sized temporaries.
 
     Rows with ``cut`` take their own pixels and their partner's inside the box
@@ -161,7 +161,7 @@ def numpy_fast(x) -> bool:
 def zeta_mix_numpy(x: np.ndarray, index: np.ndarray, weights: np.ndarray, method: str,
                    include_self: bool, W: np.ndarray | None = None,
                    out: np.ndarray | None = None) -> np.ndarray:
-    """:func:`dali_mixup.apply.zeta_mix_reference` for NumPy batches (without the sample's own
+    """:func:`dali_mixup.core.apply.zeta_mix_reference` for NumPy batches (without the sample's own
     term ``weights[0] * x`` unless ``include_self``).
 
     The gather method is bitwise equal to the plain gather-and-accumulate: the same
@@ -171,7 +171,7 @@ def zeta_mix_numpy(x: np.ndarray, index: np.ndarray, weights: np.ndarray, method
     the self weight ``weights[0]`` on the diagonal of the mixing matrix when ``include_self``
     (one pass over the batch fewer than adding ``w_1 x`` afterwards; equal to it up to rounding).
     Large products are split by columns over the usable cores
-    (:func:`dali_mixup._threads.split_matmul`).
+    (:func:`dali_mixup.core._threads.split_matmul`).
     ``out``: an optional buffer shaped and typed like ``x`` (not ``x``) to write the result into.
     """
     b = x.shape[0]
@@ -306,8 +306,8 @@ def _numpy_terms_serial(x2d: np.ndarray, left: np.ndarray, right: np.ndarray, bu
 
 def numpy_terms(x2d: np.ndarray, left: np.ndarray, right: np.ndarray, norms: bool = True):
     """k-mixup's cost terms ``(aa [nb, k], cc [nb, k], g [nb, k, k])`` of the blocks
-    ``x2d[left[b]]``, ``x2d[right[b]]`` (see :mod:`dali_mixup.cost`), equal to
-    :func:`dali_mixup.cost.terms` up to rounding; without ``norms``, ``aa`` and ``cc`` are None."""
+    ``x2d[left[b]]``, ``x2d[right[b]]`` (see :mod:`dali_mixup.core.cost`), equal to
+    :func:`dali_mixup.core.cost.terms` up to rounding; without ``norms``, ``aa`` and ``cc`` are None."""
     one_blas_thread()
     return _numpy_terms(x2d, left, right, norms=norms)
 

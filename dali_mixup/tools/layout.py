@@ -319,7 +319,7 @@ def open_dataset(data, *, val_split: str | None = None, val_fraction: float = 0.
                  threads: int | None = None, log=print, warn=None,
                  arg: str = "--data") -> DataLayout:
     """:func:`scan_layout`, then the image check of every file
-    (:func:`dali_mixup.filecheck.check_images`, cached), then the one summary line.
+    (:func:`dali_mixup.tools.filecheck.check_images`, cached), then the one summary line.
 
     Bad files stop with a :class:`DataError` listing every one of them, or with
     ``skip_bad_images`` are left out (and listed as a warning). ``log`` receives the summary

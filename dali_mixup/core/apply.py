@@ -8,7 +8,7 @@ These lines are the reference semantics of every operator, and they run as they 
     zeta:    x~ = sum_t w_t x[index[:, t]]                              (zeta-mixup, Eq. 5)
 
 :func:`blend`, :func:`mix_pairs` and :func:`zeta_mix` send NumPy batches to the fast paths of
-:mod:`dali_mixup._fast`, which the tests hold to these expressions (bitwise for the blend and
+:mod:`dali_mixup.core._fast`, which the tests hold to these expressions (bitwise for the blend and
 the gather, equal for the paste, to rounding for the matrix product).
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ def blend_reference(x, partner, lam, xp):
 
 
 def blend(x, partner, lam, xp, out=None):
-    """:func:`blend_reference`; NumPy batches take :func:`dali_mixup._fast.blend_numpy`.
+    """:func:`blend_reference`; NumPy batches take :func:`dali_mixup.core._fast.blend_numpy`.
 
     ``partner`` and ``lam`` are arrays of ``xp`` on ``x``'s device. ``out``: an optional NumPy
     buffer shaped and typed like ``x`` (not ``x`` itself) that the NumPy path writes into; use
@@ -86,7 +86,7 @@ def expand(m, axes: tuple[int, int], ndim: int, xp):
 
 @dataclass(frozen=True)
 class PairArrays:
-    """A :class:`dali_mixup.plan.PairPlan` in the images' namespace, on their device.
+    """A :class:`dali_mixup.core.plan.PairPlan` in the images' namespace, on their device.
 
     ``partner`` int64; ``lam`` and ``share`` in the working float dtype; ``cut`` bool;
     ``boxes`` int64 ``[B, 4]``.
@@ -128,7 +128,7 @@ def mix_pairs(x, pa: PairArrays, *, cutmix: bool, axes: tuple[int, int] | None, 
               overwrite: bool = False):
     """The images (or an ``extra`` tensor) of a pair operator: :func:`blend` with ``lam``
     for k-mixup / mixup, :func:`paste` with the pixel share when CutMix is possible (NumPy
-    batches: :func:`dali_mixup._fast.paste_numpy`, which makes no pixel map).
+    batches: :func:`dali_mixup.core._fast.paste_numpy`, which makes no pixel map).
 
     ``overwrite``: ``x`` is the caller's own batch and may be overwritten; other backends than
     NumPy then mix into it with :func:`mix_into` (fewer batch-sized temporaries on the GPU).
@@ -177,7 +177,7 @@ def zeta_mix_reference(x, index, weights, xp):
 
 def zeta_mix_matrix(x, W, xp):
     """The same mix as one ``W [B, B] @ x [B, D]`` product (``W`` from
-    :func:`dali_mixup.plan.mixing_matrix` with the self weight on the diagonal)."""
+    :func:`dali_mixup.core.plan.mixing_matrix` with the self weight on the diagonal)."""
     b = x.shape[0]
     return xp.reshape(xp.matmul(xp.astype(W, x.dtype), xp.reshape(x, (b, -1))), x.shape)
 
@@ -185,7 +185,7 @@ def zeta_mix_matrix(x, W, xp):
 def zeta_mix(x, index: np.ndarray, weights: np.ndarray, xp, method: str, *, W=None, out=None):
     """zeta-mixup of a float batch with a host plan (``index``, ``weights``, NumPy).
 
-    NumPy batches take :func:`dali_mixup._fast.zeta_mix_numpy`; others the plain
+    NumPy batches take :func:`dali_mixup.core._fast.zeta_mix_numpy`; others the plain
     expressions on their device (``method`` ``"matmul"``: :func:`zeta_mix_matrix`).
     ``W``: the host mixing matrix when the caller already has it.
     """

@@ -1,7 +1,7 @@
 """Every random number an operator needs, drawn in one place per operator.
 
 As torchvision keeps ``make_params`` apart from ``transform``, the draws are made first and
-handed to pure functions (:mod:`dali_mixup.plan`, :mod:`dali_mixup.apply`), so the same draws
+handed to pure functions (:mod:`dali_mixup.core.plan`, :mod:`dali_mixup.core.apply`), so the same draws
 give the same mixing on NumPy, CuPy and torch, and a batch can be replayed.
 
 Two sources:
@@ -131,7 +131,7 @@ def pair_uniform_width(cfg) -> int:
 def pair_draws_from_uniforms(cfg, v: np.ndarray, rep: np.ndarray):
     """The draws of a pair operator from its ``[B, pair_uniform_width(cfg)]`` uniforms.
 
-    Only the lam groups' representatives (``rep``, from :func:`dali_mixup.plan.representatives`)
+    Only the lam groups' representatives (``rep``, from :func:`dali_mixup.core.plan.representatives`)
     are turned into Beta quantiles.
     """
     if not cfg.uses_cutmix:

@@ -9,9 +9,9 @@ function of three terms, which both routes below compute once:
 the operators' ``cost=`` argument, the command line's ``--cost`` choices and the docs take the
 list from it. Adding a cost is one entry here and its tests (``docs/architecture.md``).
 
-Routes: NumPy arrays take :mod:`dali_mixup._fast` (blocks gathered into reused buffers, no
-batch-sized temporary: :func:`~dali_mixup._fast.numpy_terms` from the batch and indices,
-:func:`~dali_mixup._fast.gathered_terms` from blocks a DALI operator already holds); other
+Routes: NumPy arrays take :mod:`dali_mixup.core._fast` (blocks gathered into reused buffers, no
+batch-sized temporary: :func:`~dali_mixup.core._fast.numpy_terms` from the batch and indices,
+:func:`~dali_mixup.core._fast.gathered_terms` from blocks a DALI operator already holds); other
 backends (CuPy, torch, array-API) the plain expressions of :func:`terms`, written against the
 array API. The Gram matrices come from ``xp.matmul`` (BLAS / cuBLAS), never from einsum.
 
@@ -133,7 +133,7 @@ def block_costs(x2d, left: np.ndarray, right: np.ndarray, *, cost: str, xp, op: 
             avoids float32 cancellation against them.
         check_finite: check the terms for NaN, Inf and overflow (see the module docstring);
             ``False`` (a GPU operator) reads nothing back from the device: non-finite costs are
-            returned as they are and the host checks them (:func:`dali_mixup.plan.check_costs`).
+            returned as they are and the host checks them (:func:`dali_mixup.core.plan.check_costs`).
 
     NaN or Inf in the data raise ``ValueError`` naming ``arg``.
     """

@@ -23,10 +23,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               "train a classifier on an image folder with a mixing DALI pipeline"),
     "preview": ("dali_mixup.pipelines.preview", "main",
                 "PNG grid of one mixed batch, soft-label bars, k-mixup pairs"),
-    "bench": ("dali_mixup.cli", "bench",
+    "bench": ("dali_mixup.tools.cli", "bench",
               "dali-mixup beside in-loop timm/torchvision/kornia mixing (benchmarks/ of a source checkout)"),
-    "calibrate": ("dali_mixup.calibrate", "main", "alpha_k keeping the k=1 perturbation xi (k-mixup Alg. 1)"),
-    "toy": ("dali_mixup.toy", "main", "vicinal distributions of the three methods on the toy datasets (PNG)"),
+    "calibrate": ("dali_mixup.tools.calibrate", "main", "alpha_k keeping the k=1 perturbation xi (k-mixup Alg. 1)"),
+    "toy": ("dali_mixup.tools.toy", "main", "vicinal distributions of the three methods on the toy datasets (PNG)"),
     "gpu-check": ("dali_mixup.gpu.check", "main",
                   "on a GPU machine: the stack, GPU == CPU, the ready-made GPU pipelines, a short benchmark"),
 }
@@ -46,7 +46,7 @@ TORCH_HINT = ("install PyTorch first, the build for your platform: on CPU "
 
 
 def usage() -> str:
-    from . import __version__
+    from .. import __version__
 
     width = max(len(n) for n in COMMANDS)
     lines = [f"usage: dali-mixup SUBCOMMAND [ARGS...]   (dali-mixup {__version__})", "",
@@ -80,7 +80,7 @@ def checkout_root() -> Path | None:
     """The source checkout this package runs from (editable install or a clone on the path),
     or None for an installed wheel: the checkout has ``pyproject.toml`` and ``benchmarks/``
     beside the package."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if (root / "pyproject.toml").is_file() and (root / "benchmarks" / "run.py").is_file():
         return root
     return None
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(usage())
         return 0 if args else 2
     if args[0] in ("-V", "--version"):
-        from . import __version__
+        from .. import __version__
 
         print(f"dali-mixup {__version__}")
         return 0
