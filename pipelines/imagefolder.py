@@ -123,6 +123,26 @@ def _as_folder(source) -> ImageFolder:
     return source if isinstance(source, ImageFolder) else scan_imagefolder(source)
 
 
+def decode_and_augment(jpegs, *, training: bool, size: int, gray: bool, device: str, crop_scale,
+                       flip: bool, mean: list, std: list):
+    """Inside a pipeline: decode encoded images (``"mixed"`` on the GPU), then a random resized
+    crop and flip for training or a resize for validation, normalised to ``size x size`` CHW
+    float. Shared by the image-folder and WebDataset pipelines."""
+    from nvidia.dali import fn, types
+
+    images = fn.decoders.image(jpegs, device="mixed" if device == "gpu" else "cpu",
+                               output_type=types.GRAY if gray else types.RGB)
+    if training:
+        images = fn.random_resized_crop(images, size=[size, size], random_area=list(crop_scale),
+                                        random_aspect_ratio=[3 / 4, 4 / 3])
+        mirror = fn.random.coin_flip(probability=0.5) if flip else 0
+    else:
+        images = fn.resize(images, resize_shorter=size if size <= 32 else int(size * 8 / 7))
+        mirror = 0
+    return fn.crop_mirror_normalize(images, crop=[size, size], mirror=mirror, mean=mean, std=std,
+                                    dtype=types.FLOAT, output_layout="CHW")
+
+
 def imagefolder_pipeline(source, *, batch_size: int, size: int = 224, training: bool = True,
                          mixing: str = "none", alpha: float = 1.0, k: int = 16,
                          gamma=2.8, T: int | None = None, cost: str = "sqeuclidean",
@@ -170,11 +190,10 @@ def imagefolder_pipeline(source, *, batch_size: int, size: int = 224, training: 
         ``labels`` (float32 soft ``[num_classes]``); validation outputs ``images`` and
         ``labels`` (int32 ``[1]``). The reader is named ``"Reader"``.
     """
-    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali import fn, pipeline_def
 
     folder = _as_folder(source)
     device_id = resolve_device(device, local_rank)
-    on_gpu = device == "gpu"
     mix = MixConfig(mixing=mixing if training else "none", alpha=alpha, k=k, gamma=gamma, T=T,
                     cost=cost, label_smoothing=label_smoothing)
     num_classes = folder.num_classes
@@ -200,20 +219,8 @@ def imagefolder_pipeline(source, *, batch_size: int, size: int = 224, training: 
             files=list(folder.files), labels=list(folder.labels), name="Reader",
             shard_id=shard_id, num_shards=num_shards, pad_last_batch=pad_last_batch,
             shuffle_after_epoch=training, seed=reader_seed)
-        out_type = types.GRAY if gray else types.RGB
-        images = fn.decoders.image(jpegs, device="mixed" if on_gpu else "cpu",
-                                   output_type=out_type)
-        if training:
-            images = fn.random_resized_crop(images, size=[size, size],
-                                            random_area=list(crop_scale),
-                                            random_aspect_ratio=[3 / 4, 4 / 3])
-            mirror = fn.random.coin_flip(probability=0.5) if flip else 0
-        else:
-            images = fn.resize(images, resize_shorter=size if size <= 32 else int(size * 8 / 7))
-            mirror = 0
-        images = fn.crop_mirror_normalize(images, crop=[size, size], mirror=mirror,
-                                          mean=mean, std=std, dtype=types.FLOAT,
-                                          output_layout="CHW")
+        images = decode_and_augment(jpegs, training=training, size=size, gray=gray, device=device,
+                                    crop_scale=crop_scale, flip=flip, mean=mean, std=std)
         if not training:
             return images, labels
         if return_info:

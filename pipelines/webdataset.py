@@ -284,9 +284,9 @@ def webdataset_pipeline(shards: Shards, *, batch_size: int, size: int = 224,
 
     Returns ``(pipeline, ["images", "labels"])``; the reader is named ``"Reader"``.
     """
-    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali import fn, pipeline_def
 
-    from .imagefolder import MEAN_RGB, STD_RGB
+    from .imagefolder import MEAN_RGB, STD_RGB, decode_and_augment
 
     if not (0 <= shard_id < num_shards):
         raise ValueError(f"shard_id must be in [0, {num_shards}), got {shard_id}")
@@ -310,18 +310,8 @@ def webdataset_pipeline(shards: Shards, *, batch_size: int, size: int = 224,
             name="Reader", shard_id=shard_id, num_shards=num_shards,
             pad_last_batch=pad_last_batch, **shuffle)
         labels = _class_ids(raw)
-        images = fn.decoders.image(jpegs, device="mixed" if device == "gpu" else "cpu",
-                                   output_type=types.GRAY if gray else types.RGB)
-        if training:
-            images = fn.random_resized_crop(images, size=[size, size],
-                                            random_area=list(crop_scale),
-                                            random_aspect_ratio=[3 / 4, 4 / 3])
-            mirror = fn.random.coin_flip(probability=0.5) if flip else 0
-        else:
-            images = fn.resize(images, resize_shorter=size if size <= 32 else int(size * 8 / 7))
-            mirror = 0
-        images = fn.crop_mirror_normalize(images, crop=[size, size], mirror=mirror, mean=mean,
-                                          std=std, dtype=types.FLOAT, output_layout="CHW")
+        images = decode_and_augment(jpegs, training=training, size=size, gray=gray, device=device,
+                                    crop_scale=crop_scale, flip=flip, mean=mean, std=std)
         if not training:
             return images, labels
         return apply_mixing(images, labels, mix, num_classes, layout="CHW")
