@@ -375,23 +375,15 @@ def _fraction_name(f: float) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dali_mixup.tools.usage import ArgumentParser, float_range, int_range
+    from dali_mixup.tools.usage import ArgumentParser, add_dataset_arguments, float_range, int_range
 
     from .train import MIN_SIZE
 
     p = ArgumentParser(prog="dali-mixup demo", description=__doc__.split("\n\n")[0])
     pos_int, positive, nonneg = int_range(1), float_range(0, lo_open=True), float_range(0)
-    p.add_argument("--data", metavar="DIR", default=None,
-                   help="your dataset folder instead of the digits (as for 'dali-mixup train "
-                   "--data': DIR/train + DIR/val, or DIR/<class>/<image> split 80/20) "
-                   "(default: the digits)")
-    p.add_argument("--val-split", metavar="NAME", default=None,
-                   help="the validation folder beside DIR/train (default: the first of val, "
-                   "valid, validation, test that exists)")
-    p.add_argument("--no-check-images", dest="check_images", action="store_false",
-                   help="skip the check of every image file of --data (cached per folder)")
-    p.add_argument("--skip-bad-images", action="store_true",
-                   help="leave out image files that fail the check (default: stop and list them)")
+    add_dataset_arguments(p, data_help="your dataset folder instead of the digits (as for 'dali-mixup train "
+                          "--data': DIR/train + DIR/val, or DIR/<class>/<image> split 80/20) "
+                          "(default: the digits)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true",
                       help="4 epochs, 1 seed, full set and 25%%: well under a minute")

@@ -624,25 +624,17 @@ MIN_SIZE = 8
 
 
 def build_parser(prog: str = "dali-mixup train") -> argparse.ArgumentParser:
-    from dali_mixup.tools.usage import ArgumentParser, float_range, int_range
+    from dali_mixup.tools.usage import ArgumentParser, add_dataset_arguments, float_range, int_range
 
     p = ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     d = TrainConfig()
     pos_int, nonneg_int = int_range(1), int_range(0)
     positive, nonneg = float_range(0, lo_open=True), float_range(0)
     src = p.add_argument_group("data")
-    src.add_argument("--data", metavar="DIR", help="image folder: DIR/train + a validation "
-                     "split (DIR/val, valid, validation or test; or --val-split), or "
-                     "DIR/<class>/<image> split by --val-fraction; or WebDataset shards: "
-                     "'train-{000..099}.tar', a .tar, a folder of .tar files (see --val-data)")
-    src.add_argument("--val-split", metavar="NAME", default=None,
-                     help="the validation folder beside DIR/train (default: the first of val, "
-                     "valid, validation, test that exists)")
-    src.add_argument("--no-check-images", dest="check_images", action="store_false",
-                     help="skip the check of every image file before training (the check is "
-                     "cached per folder)")
-    src.add_argument("--skip-bad-images", action="store_true",
-                     help="leave out image files that fail the check (default: stop and list them)")
+    add_dataset_arguments(src, data_help="image folder: DIR/train + a validation split (DIR/val, valid, "
+                          "validation or test; or --val-split), or DIR/<class>/<image> split by "
+                          "--val-fraction; or WebDataset shards: 'train-{000..099}.tar', a .tar, a "
+                          "folder of .tar files (see --val-data)")
     src.add_argument("--arrays", metavar="digits|FILE.npz",
                      help="in-memory arrays instead: 'digits' (scikit-learn) or an .npz with "
                      "x_train, y_train, x_val, y_val")

@@ -276,20 +276,13 @@ def format_table(rows: list[Calibration], desc: str, n: int, d: int, n_pairs: in
 
 def build_parser():
     """The command line of ``dali-mixup calibrate``."""
-    from .usage import ArgumentParser, float_range, int_range
+    from .usage import ArgumentParser, add_dataset_arguments, float_range, int_range
 
     ap = ArgumentParser(prog="dali-mixup calibrate", description=main.__doc__)
-    ap.add_argument("--data", default="digits",
-                    help="'digits', a toy dataset name, a .npy/.npz file or a dataset folder "
-                    "(DIR/<class>/<image>, or DIR/train + DIR/val: the training images) "
-                    "(default: digits)")
-    ap.add_argument("--val-split", metavar="NAME", default=None,
-                    help="the validation folder beside DIR/train (default: the first of val, "
-                    "valid, validation, test that exists)")
-    ap.add_argument("--no-check-images", dest="check_images", action="store_false",
-                    help="skip the check of every image file (cached per folder)")
-    ap.add_argument("--skip-bad-images", action="store_true",
-                    help="leave out image files that fail the check (default: stop and list them)")
+    add_dataset_arguments(ap, default="digits", metavar=None,
+                          data_help="'digits', a toy dataset name, a .npy/.npz file or a dataset folder "
+                          "(DIR/<class>/<image>, or DIR/train + DIR/val: the training images) "
+                          "(default: digits)")
     ap.add_argument("--k", type=_parse_ks, default=None, help="comma-separated k values (default 1,2,4,8,16,32)")
     ap.add_argument("--alpha", type=float_range(0, lo_open=True), default=1.0, help="alpha of 1-mixup (default 1.0)")
     ap.add_argument("--trials", type=int_range(2), default=None, help="N of Algorithm 1 (default 4000; 1000 with --quick)")

@@ -107,3 +107,18 @@ def float_range(lo: float | None = None, hi: float | None = None, *, lo_open: bo
         return v
     parse.__name__ = "float"
     return parse
+
+
+def add_dataset_arguments(parser, *, data_help: str, default=None, metavar: str | None = "DIR") -> None:
+    """The dataset arguments every command that reads an image folder shares: ``--data`` (with
+    the command's own help), ``--val-split``, ``--no-check-images`` and ``--skip-bad-images``
+    (see :mod:`dali_mixup.tools.layout` and :mod:`dali_mixup.tools.filecheck`)."""
+    parser.add_argument("--data", metavar=metavar, default=default, help=data_help)
+    parser.add_argument("--val-split", metavar="NAME", default=None,
+                        help="the validation folder beside DIR/train (default: the first of val, "
+                        "valid, validation, test that exists)")
+    parser.add_argument("--no-check-images", dest="check_images", action="store_false",
+                        help="skip the check of every image file before it is read (the check is "
+                        "cached per folder)")
+    parser.add_argument("--skip-bad-images", action="store_true",
+                        help="leave out image files that fail the check (default: stop and list them)")
