@@ -524,7 +524,7 @@ def _main(a: argparse.Namespace) -> int:
                     train_fraction=frac, batch_size=a.batch_size, lr=a.lr,
                     warmup_epochs=min(1.0, epochs / 3) * ep / epochs, seed=seed,
                     device=a.device, out=a.out, name=f"{slug}{tag}_seed{seed}", **data_options,
-                    overwrite=True,  # the demo rewrites its own output folder
+                    overwrite=True, checkpoints=False,  # the demo rewrites its own folder; short runs
                     progress=a.progress and jobs == 1, plot=False, eval_robustness=True,
                     noise_sigmas=tuple(a.noise_sigmas), fgsm_eps=tuple(a.fgsm_eps),
                     torch_threads=max(1, _cpus() // jobs - 1) if jobs > 1 else None,

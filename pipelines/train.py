@@ -100,6 +100,7 @@ class TrainConfig:
     # run folder OUT/NAME, checkpoints and resume (dali_mixup.pipelines.checkpoint)
     resume: str | None = None        # last.pt, its run folder, or "auto" (OUT/NAME's, if any)
     overwrite: bool = False          # replace the files of an existing run folder OUT/NAME
+    checkpoints: bool = True         # last.pt every epoch and on Ctrl-C (the demo's many short runs: off)
     val_data: str | None = None      # validation shards when --data names WebDataset shards
 
     def __post_init__(self):
@@ -175,12 +176,13 @@ def _check_batch(batch_size: int, world: int, n_train: int, where: str):
             + f": no full batch per epoch; expected at most {fits}")
 
 
-def _dali_checkpoint(dali_state: dict | None, which: str) -> dict:
-    """Pipeline arguments: checkpointing on, restored from ``dali_state[which]`` when given."""
+def _dali_checkpoint(dali_state: dict | None, which: str, enabled: bool = True) -> dict:
+    """Pipeline arguments: checkpointing on (unless not ``enabled``), restored from
+    ``dali_state[which]`` when given."""
     from .checkpoint import decode_dali
 
     cp = None if dali_state is None else decode_dali(dali_state[which])[0]
-    return dict(enable_checkpointing=True, checkpoint=cp)
+    return dict(enable_checkpointing=enabled or cp is not None, checkpoint=cp)
 
 
 class Loaders:
@@ -220,9 +222,9 @@ class Loaders:
             img = dict(size=cfg.size, gray=cfg.gray)
             tp, tnames = imagefolder_pipeline(train, training=True, crop_scale=cfg.crop_scale,
                                               flip=cfg.flip, **img, **mix, **common,
-                                              **_dali_checkpoint(dali_state, "train"))
+                                              **_dali_checkpoint(dali_state, "train", cfg.checkpoints))
             vp, vnames = imagefolder_pipeline(val, training=False, **img, **common,
-                                              **_dali_checkpoint(dali_state, "val"))
+                                              **_dali_checkpoint(dali_state, "val", cfg.checkpoints))
             # decoder errors name the file (NamedDecodeErrors)
             self.train_it = NamedDecodeErrors(lambda: DALIGenericIterator(
                 tp, tnames, reader_name="Reader", last_batch_policy=LastBatchPolicy.DROP), train)
@@ -251,9 +253,9 @@ class Loaders:
                                          pixel_range=(float(xt.min()), float(xt.max())))
             nc = int(max(yt.max(), yv.max())) + 1
             tp, tnames = arrays_pipeline(xt, yt, training=True, num_classes=nc, **mix, **common,
-                                         **_dali_checkpoint(dali_state, "train"))
+                                         **_dali_checkpoint(dali_state, "train", cfg.checkpoints))
             vp, vnames = arrays_pipeline(xv, yv, training=False, num_classes=nc, **common,
-                                         **_dali_checkpoint(dali_state, "val"))
+                                         **_dali_checkpoint(dali_state, "val", cfg.checkpoints))
             self.train_it = DALIGenericIterator(tp, tnames)
             self.val_it = DALIGenericIterator(vp, vnames)
             self.classes = [str(c) for c in range(nc)]
@@ -285,9 +287,9 @@ class Loaders:
         img = dict(size=cfg.size, gray=cfg.gray, num_classes=nc)
         tp, tnames = webdataset_pipeline(train, training=True, crop_scale=cfg.crop_scale,
                                          flip=cfg.flip, **img, **mix, **common,
-                                         **_dali_checkpoint(dali_state, "train"))
+                                         **_dali_checkpoint(dali_state, "train", cfg.checkpoints))
         vp, vnames = webdataset_pipeline(val, training=False, **img, **common,
-                                         **_dali_checkpoint(dali_state, "val"))
+                                         **_dali_checkpoint(dali_state, "val", cfg.checkpoints))
         self.train_it = DALIGenericIterator(tp, tnames, reader_name="Reader",
                                             last_batch_policy=LastBatchPolicy.DROP)
         self.val_it = DALIGenericIterator(vp, vnames, reader_name="Reader",
@@ -451,7 +453,7 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
 
     def save_last(done_epochs: int, step: int) -> str | None:
         """``last.pt``: the state after ``done_epochs`` epochs and ``step`` steps of the next."""
-        if folder is None:
+        if folder is None or not cfg.checkpoints:
             return None
         dali = gather_dali(loaders, world)  # a collective: every rank takes part
         path = os.path.join(folder, "last.pt")
@@ -543,7 +545,7 @@ def run(cfg: TrainConfig, *, log=print) -> dict:
     if robustness is not None:
         results["robustness"] = robustness
     if rank == 0 and folder is not None:
-        results.update(run_dir=folder, checkpoint_path=os.path.join(folder, "last.pt"),
+        results.update(run_dir=folder, checkpoint_path=os.path.join(folder, "last.pt") if cfg.checkpoints else None,
                        best_path=os.path.join(folder, "best.pt"))
         results["results_path"] = write_json_atomic(results, os.path.join(folder, "results.json"))
         if cfg.plot:

@@ -289,3 +289,17 @@ def test_torchrun_two_ranks_stop_and_resume_equals_straight(jpegs, tmp_path):
     r = torchrun(tmp_path / "b", "--resume", "auto")
     assert r.returncode == 0, r.stderr[-3000:]
     assert_same_state(weights(tmp_path / "a" / "ddp" / "last.pt"), weights(tmp_path / "b" / "ddp" / "last.pt"))
+
+
+def test_without_checkpoints_no_last_pt_is_written_and_the_demo_turns_them_off(jpegs, tmp_path):
+    """The demo's many short runs skip last.pt and DALI checkpoints; the run still gives its
+    results and best.pt."""
+    import inspect
+
+    from dali_mixup.pipelines import demo
+
+    res = train.run(small(jpegs, tmp_path, epochs=1, checkpoints=False), log=lambda *_: None)
+    folder = os.path.join(str(tmp_path), res["config"]["name"] or res["config"]["mixing"])
+    assert not os.path.exists(os.path.join(folder, "last.pt"))
+    assert os.path.exists(os.path.join(folder, "best.pt")) and res["checkpoint_path"] is None
+    assert "checkpoints=False" in inspect.getsource(demo)
