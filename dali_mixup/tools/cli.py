@@ -65,9 +65,15 @@ def missing_extra_message(name: str, error: ModuleNotFoundError) -> str | None:
     if top == "torch":
         return (f"dali-mixup {name}: needs PyTorch, which is not installed; {TORCH_HINT}; "
                 f"then pip install 'dali-mixup[{EXTRAS.get(name, 'train')}]'")
-    extra = "gpu" if OPTIONAL[top] == "gpu" else EXTRAS.get(name, OPTIONAL[top])
+    if OPTIONAL[top] == "gpu" or top == "nvidia" and EXTRAS.get(name) in ("gpu-cu12", None):
+        return (f"dali-mixup {name}: needs the module {top!r}, which is not installed; install the "
+                "extra for your CUDA (python -c \"import torch; print(torch.version.cuda)\"): "
+                "pip install 'dali-mixup[gpu-cu12]' (CUDA 12) or 'dali-mixup[gpu-cu13]' (CUDA 13)")
+    extra = EXTRAS.get(name, OPTIONAL[top])
+    hint = (" (with a CUDA 13 torch: pip install 'dali-mixup[gpu-cu13,train-tools]')"
+            if top == "nvidia" and extra == "train" else "")
     return (f"dali-mixup {name}: needs the module {top!r}, which is not installed; "
-            f"install the extra it comes with: pip install 'dali-mixup[{extra}]'")
+            f"install the extra it comes with: pip install 'dali-mixup[{extra}]'{hint}")
 
 
 def resolve(name: str):

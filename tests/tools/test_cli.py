@@ -81,7 +81,7 @@ def test_no_top_level_pipelines_or_benchmarks_package_is_needed():
 
 
 @pytest.mark.parametrize("missing, extra", [("tqdm", "train"), ("nvidia", "train"), ("matplotlib", "train"),
-                                            ("cupy", "gpu")])
+                                            ("cupy", "gpu-cu12")])
 def test_a_missing_extra_names_the_extra_to_install(monkeypatch, capsys, missing, extra):
     def needs(argv):
         raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
@@ -90,6 +90,10 @@ def test_a_missing_extra_names_the_extra_to_install(monkeypatch, capsys, missing
     assert cli.main(["demo", "--quick"]) == 1
     err = capsys.readouterr().err
     assert f"needs the module {missing!r}" in err and f"pip install 'dali-mixup[{extra}]'" in err
+    if missing == "nvidia":  # DALI for a CUDA 13 stack comes without the train extra's CUDA 12 DALI
+        assert "with a CUDA 13 torch: pip install 'dali-mixup[gpu-cu13,train-tools]'" in err
+    if missing == "cupy":
+        assert "'dali-mixup[gpu-cu13]' (CUDA 13)" in err
 
 
 def test_a_missing_torch_says_how_to_install_it(monkeypatch, capsys):
