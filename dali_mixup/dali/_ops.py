@@ -35,10 +35,6 @@ def work_dtype_of(name: str):
     return np.float64 if name == "float64" else np.float32
 
 
-def out_dtype_of(name: str, out_dtype: str | None):
-    return np.dtype(out_dtype) if out_dtype else work_dtype_of(name)
-
-
 def names_of(prefix: str, n: int) -> tuple:
     return tuple(f"{prefix}[{j}]" for j in range(n))
 
